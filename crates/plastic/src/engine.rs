@@ -308,6 +308,22 @@ impl<F: Float> Network<F> {
         self.pool.lock().unwrap().push(ws);
     }
 
+    /// A buffer of length `n` from the pool; its contents are unspecified unless `zero`.
+    fn take_buffer(&self, n: usize, zero: bool) -> Vec<F> {
+        let mut v = self.buffers.lock().unwrap().pop().unwrap_or_default();
+        if zero {
+            v.clear();
+        }
+        v.resize(n, F::zero());
+        v
+    }
+
+    fn return_buffers(&self, bufs: impl IntoIterator<Item = Vec<F>>) {
+        let mut pool = self.buffers.lock().unwrap();
+        pool.extend(bufs);
+        pool.truncate(64);
+    }
+
     /// Fixed partition of the batch into chunks (depends on B only).
     fn chunk_size(batch: usize) -> usize {
         batch.div_ceil(batch.min(16))
@@ -774,7 +790,7 @@ impl<F: Float> Network<F> {
             .enumerate()
             .map(|(ci, eps)| {
                 let mut ws = self.take_workspace();
-                let mut grad = vec![F::zero(); nparams];
+                let mut grad = self.take_buffer(nparams, true);
                 let mut lsum = F::zero();
                 for (j, pairs) in eps.iter_mut().enumerate() {
                     let b = ci * chunk + j;
@@ -788,11 +804,13 @@ impl<F: Float> Network<F> {
         drop(per_ep);
         let mut grads = vec![F::zero(); nparams];
         let mut total = F::zero();
+        let mut spent = Vec::with_capacity(results.len() + 8);
         for (l, g) in results {
             total += l;
             for (a, b) in grads.iter_mut().zip(&g) {
                 *a += *b;
             }
+            spent.push(g);
         }
         // dW = Σ pre ⊗ da over episodes, steps and terms: one GEMM per layer
         for k in 0..4 {

@@ -24,6 +24,9 @@ pub struct Network<F: Float> {
     pub(crate) ones: Vec<F>,
     pub(crate) snapshot_budget: usize,
     pub(crate) pool: Mutex<Vec<Workspace<F>>>,
+    /// Reusable large buffers (pair records, per-chunk gradients), so that a training
+    /// step does not map and unmap fresh memory.
+    pub(crate) buffers: Mutex<Vec<Vec<F>>>,
 }
 
 impl<F: Float> Clone for Network<F> {
@@ -35,6 +38,7 @@ impl<F: Float> Clone for Network<F> {
             ones: self.ones.clone(),
             snapshot_budget: self.snapshot_budget,
             pool: Mutex::new(Vec::new()),
+            buffers: Mutex::new(Vec::new()),
         }
     }
 }
@@ -103,6 +107,7 @@ impl<F: Float> Network<F> {
             ones: vec![F::one(); max],
             snapshot_budget: DEFAULT_SNAPSHOT_BUDGET,
             pool: Mutex::new(Vec::new()),
+            buffers: Mutex::new(Vec::new()),
         }
     }
 
