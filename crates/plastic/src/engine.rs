@@ -825,6 +825,9 @@ impl<F: Float> Network<F> {
                 rows_total,
             );
         }
+        spent.extend(pre_bufs);
+        spent.extend(da_bufs);
+        self.return_buffers(spent);
         Ok(Gradient { loss: total, grads })
     }
 
