@@ -32,9 +32,12 @@ pub mod io;
 pub mod kernels;
 pub mod layernorm;
 pub mod network;
+pub mod optim;
 pub mod params;
 pub mod plasticity;
 pub mod rng;
+pub mod run;
+pub mod tasks;
 
 pub use config::{CellKind, InnerLrMode, NetworkConfig, Rule};
 pub use engine::{Forward, Gradient};
