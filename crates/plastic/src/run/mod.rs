@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod eval;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -168,6 +169,37 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
     RunConfig::from_toml(&text).map_err(|e| Error::format(&path, e.to_string()))
 }
 
+/// Writes a run folder's configuration without training it (a sweep prepares its runs this
+/// way; `Start::Resume` then starts them). A folder holding a different configuration is
+/// refused rather than mixed.
+pub fn prepare(dir: &Path, config: &RunConfig) -> Result<()> {
+    config.validate()?;
+    if dir.join(files::CONFIG).exists() {
+        if read_config(dir)? != *config {
+            return Err(Error::Config(format!(
+                "{} holds a run with a different configuration; refusing to mix results \
+                 (remove it or use another output folder)",
+                dir.display()
+            )));
+        }
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_atomic(&dir.join(files::CONFIG), config.to_toml().as_bytes())
+}
+
+/// Whether the run in `dir` has finished (has its test result).
+pub fn is_finished(dir: &Path) -> bool {
+    dir.join(files::TEST).exists()
+}
+
+/// Reads a finished run's test result.
+pub fn read_summary(dir: &Path) -> Result<Summary> {
+    let path = dir.join(files::TEST);
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+}
+
 /// Trains a run (new or resumed) to the end and evaluates it on the test set.
 pub fn train(dir: &Path, start: Start, observer: &mut dyn Observer) -> Result<Summary> {
     let config = match start {
@@ -188,6 +220,11 @@ pub fn train(dir: &Path, start: Start, observer: &mut dyn Observer) -> Result<Su
                     dir.display(),
                     files::CONFIG
                 )));
+            }
+            let progress = dir.join(files::PROGRESS);
+            if !progress.exists() {
+                // a prepared folder (config only), e.g. by a sweep: start it
+                write_atomic(&progress, format!("{PROGRESS_HEADER}\n").as_bytes())?;
             }
             read_config(dir)?
         }

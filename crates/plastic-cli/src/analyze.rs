@@ -1,0 +1,434 @@
+//! `plastic analyze`: figures and tables of a sweep like the paper's: validation curves
+//! (mean and spread over seeds), test loss against a swept quantity with 95% intervals,
+//! ablation bars, the modulated plasticity rate η(t) along the episode, and a Markdown and
+//! CSV table of test mean ± 1.96 × standard error per configuration.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use plastic::run::{self, sweep};
+
+use crate::plot::{self, Bar, BarGroup, LineChart, Series};
+
+/// Arguments of `plastic analyze`.
+#[derive(clap::Args)]
+pub struct AnalyzeArgs {
+    /// The sweep to analyse.
+    name: String,
+    /// Folder of the sweeps (as for `plastic sweep`).
+    #[arg(long, default_value = "runs/sweeps")]
+    out: PathBuf,
+    /// Where to write figures and tables (default: OUT/NAME/analysis).
+    #[arg(long)]
+    figures: Option<PathBuf>,
+    /// Test batches per run for the η(t) analysis.
+    #[arg(long, default_value_t = 10)]
+    eta_batches: usize,
+    /// A note for the tables' heading (e.g. "reduced step counts: 2000 instead of 20000").
+    #[arg(long)]
+    note: Option<String>,
+}
+
+/// The finished runs of one configuration (all seeds).
+struct Group {
+    factors: Vec<(String, String)>,
+    dirs: Vec<PathBuf>,
+    test: Vec<f64>,
+    curves: Vec<Vec<(f64, f64)>>,
+}
+
+fn value_string(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn mean_ci(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (m, f64::NAN);
+    }
+    let sd = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt();
+    (m, 1.96 * sd / n.sqrt())
+}
+
+const NUMERIC: [&str; 6] = [
+    "delay",
+    "seq_length",
+    "train_length",
+    "p_lr",
+    "extra_dim",
+    "lr",
+];
+const ABLATIONS: [&str; 6] = [
+    "modulation",
+    "extra_dim",
+    "inner_lr_mode",
+    "p_lr",
+    "inner_grad_clip",
+    "lr",
+];
+
+pub fn run(args: AnalyzeArgs) -> Result<()> {
+    let sw = sweep::find(&args.name)?;
+    let root = args.out.join(&args.name);
+    let figdir = args
+        .figures
+        .clone()
+        .unwrap_or_else(|| root.join("analysis"));
+    std::fs::create_dir_all(&figdir).with_context(|| format!("creating {}", figdir.display()))?;
+    let factor_names: Vec<String> = sw.factor_names().iter().map(|s| s.to_string()).collect();
+    // collect finished runs, grouped by their factor values
+    let mut groups: BTreeMap<Vec<String>, Group> = BTreeMap::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&root)
+        .with_context(|| {
+            format!(
+                "reading {} (run `plastic sweep {}` first)",
+                root.display(),
+                args.name
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(run::files::CONFIG).exists())
+        .collect();
+    entries.sort();
+    let mut unfinished = 0;
+    for dir in entries {
+        if !run::is_finished(&dir) {
+            unfinished += 1;
+            continue;
+        }
+        let text = std::fs::read_to_string(dir.join(run::files::CONFIG))?;
+        let table: toml::Table = toml::from_str(&text)?;
+        let values: Vec<String> = factor_names
+            .iter()
+            .map(|k| table.get(k).map(value_string).unwrap_or_default())
+            .collect();
+        let summary = run::read_summary(&dir)?;
+        let curve = run::read_progress(&dir)?
+            .iter()
+            .map(|r| (r.step as f64, r.val_loss))
+            .collect();
+        let g = groups.entry(values.clone()).or_insert_with(|| Group {
+            factors: factor_names.iter().cloned().zip(values).collect(),
+            dirs: Vec::new(),
+            test: Vec::new(),
+            curves: Vec::new(),
+        });
+        g.dirs.push(dir);
+        g.test.push(summary.test_loss);
+        g.curves.push(curve);
+    }
+    if groups.is_empty() {
+        bail!("no finished runs in {}", root.display());
+    }
+    let label = |g: &Group, skip: &[&str]| -> String {
+        g.factors
+            .iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .map(|(k, v)| {
+                if k == "rnn" || k == "plasticity" {
+                    v.clone()
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // table
+    let mut md = format!(
+        "# {}: test loss (mean ± 1.96 × standard error over seeds)\n\n",
+        args.name
+    );
+    if let Some(n) = &args.note {
+        md += &format!("{n}\n\n");
+    }
+    md += &format!(
+        "| {} | seeds | test loss | ± 95% |\n|{}---|---|---|\n",
+        factor_names.join(" | "),
+        "---|".repeat(factor_names.len())
+    );
+    let mut csv = format!("{},seeds,test_mean,ci95\n", factor_names.join(","));
+    for g in groups.values() {
+        let (m, ci) = mean_ci(&g.test);
+        let vals: Vec<&str> = g.factors.iter().map(|(_, v)| v.as_str()).collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {m:.5} | {} |",
+            vals.join(" | "),
+            g.test.len(),
+            if ci.is_nan() {
+                "–".into()
+            } else {
+                format!("{ci:.5}")
+            }
+        );
+        let _ = writeln!(
+            csv,
+            "{},{},{m:.6e},{}",
+            vals.join(","),
+            g.test.len(),
+            if ci.is_nan() {
+                String::new()
+            } else {
+                format!("{ci:.6e}")
+            }
+        );
+    }
+    plastic::io::write_atomic(&figdir.join("table.md"), md.as_bytes())?;
+    plastic::io::write_atomic(&figdir.join("table.csv"), csv.as_bytes())?;
+    let mut written = vec!["table.md".to_string(), "table.csv".to_string()];
+    // validation curves: one figure per value of the factors other than cell and rule
+    let others: Vec<&str> = factor_names
+        .iter()
+        .map(String::as_str)
+        .filter(|k| *k != "rnn" && *k != "plasticity")
+        .collect();
+    let mut by_other: BTreeMap<String, Vec<&Group>> = BTreeMap::new();
+    for g in groups.values() {
+        by_other
+            .entry(label(g, &["rnn", "plasticity"]))
+            .or_default()
+            .push(g);
+    }
+    for (k, gs) in &by_other {
+        let series: Vec<Series> = gs
+            .iter()
+            .map(|g| curve_series(label(g, &others), &g.curves))
+            .collect();
+        let stem = if k.is_empty() {
+            "curves".to_string()
+        } else {
+            format!("curves_{}", slug(k))
+        };
+        let title = format!(
+            "{}{}: validation loss (mean, min–max over seeds)",
+            args.name,
+            if k.is_empty() {
+                String::new()
+            } else {
+                format!(", {k}")
+            }
+        );
+        chart(
+            &figdir,
+            &stem,
+            &title,
+            "training step",
+            "validation loss",
+            &series,
+            false,
+        )?;
+        written.push(format!("{stem}.png"));
+    }
+    // test loss against a numeric factor
+    for f in others.iter().filter(|f| NUMERIC.contains(f)) {
+        let mut lines: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
+        for g in groups.values() {
+            let x: f64 = g
+                .factors
+                .iter()
+                .find(|(k, _)| k == f)
+                .map(|(_, v)| v.parse().unwrap_or(f64::NAN))
+                .unwrap_or(f64::NAN);
+            let (m, ci) = mean_ci(&g.test);
+            lines.entry(label(g, &[f])).or_default().push((
+                x,
+                m,
+                if ci.is_nan() { 0.0 } else { ci },
+            ));
+        }
+        let series: Vec<Series> = lines
+            .into_iter()
+            .map(|(name, mut pts)| {
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series {
+                    label: name,
+                    points: pts.iter().map(|p| (p.0, p.1)).collect(),
+                    band: Some(pts.iter().map(|p| (p.0, p.1 - p.2, p.1 + p.2)).collect()),
+                }
+            })
+            .collect();
+        let stem = format!("test_vs_{f}");
+        chart(
+            &figdir,
+            &stem,
+            &format!("{}: test loss against {f} (±95%)", args.name),
+            f,
+            "test loss",
+            &series,
+            false,
+        )?;
+        written.push(format!("{stem}.png"));
+    }
+    // ablation bars
+    for f in others.iter().filter(|f| ABLATIONS.contains(f)) {
+        let mut bars: BTreeMap<String, Vec<Bar>> = BTreeMap::new();
+        for g in groups.values() {
+            let v = g
+                .factors
+                .iter()
+                .find(|(k, _)| k == f)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let (m, ci) = mean_ci(&g.test);
+            bars.entry(label(g, &[f])).or_default().push(Bar {
+                label: format!("{f}={v}"),
+                mean: m,
+                err: if ci.is_nan() { 0.0 } else { ci },
+            });
+        }
+        let groups_: Vec<BarGroup> = bars
+            .into_iter()
+            .map(|(name, bars)| BarGroup { name, bars })
+            .collect();
+        let stem = format!("ablation_{f}");
+        plot::bar_chart(
+            &format!("{}: test loss by {f} (±95%)", args.name),
+            "test loss",
+            &groups_,
+            &figdir.join(format!("{stem}.png")),
+            &figdir.join(format!("{stem}.svg")),
+        )?;
+        written.push(format!("{stem}.png"));
+    }
+    // η(t) along the episode for the plastic models
+    let overrides = vec![format!("test_batch={}", args.eta_batches)];
+    let mut eta_csv = String::from("configuration,step,eta_mean\n");
+    for (k, gs) in &by_other {
+        let mut series = Vec::new();
+        for g in gs.iter().filter(|g| {
+            !g.factors
+                .iter()
+                .any(|(k, v)| k == "plasticity" && v == "none")
+        }) {
+            let mut acc: Vec<f64> = Vec::new();
+            for dir in &g.dirs {
+                let r = run::eval::evaluate(dir, &overrides)?;
+                if acc.is_empty() {
+                    acc = vec![0.0; r.applied_rate.mean.len()];
+                }
+                for (a, v) in acc.iter_mut().zip(&r.applied_rate.mean) {
+                    *a += v / g.dirs.len() as f64;
+                }
+            }
+            let name = label(g, &[]);
+            for (t, v) in acc.iter().enumerate() {
+                let _ = writeln!(eta_csv, "{},{t},{v:.6e}", name.replace(',', ";"));
+            }
+            series.push(Series {
+                label: label(g, &others),
+                points: acc
+                    .iter()
+                    .enumerate()
+                    .map(|(t, v)| (t as f64, *v))
+                    .collect(),
+                band: None,
+            });
+        }
+        if series.is_empty() {
+            continue;
+        }
+        let stem = if k.is_empty() {
+            "eta".to_string()
+        } else {
+            format!("eta_{}", slug(k))
+        };
+        let title = format!(
+            "{}{}: applied plasticity rate η(t), mean over seeds",
+            args.name,
+            if k.is_empty() {
+                String::new()
+            } else {
+                format!(", {k}")
+            }
+        );
+        chart(
+            &figdir,
+            &stem,
+            &title,
+            "step in the episode",
+            "η(t)",
+            &series,
+            false,
+        )?;
+        written.push(format!("{stem}.png"));
+    }
+    plastic::io::write_atomic(&figdir.join("eta.csv"), eta_csv.as_bytes())?;
+    print!("{md}");
+    if unfinished > 0 {
+        println!("\n({unfinished} runs not finished yet are left out)");
+    }
+    println!("\nwrote to {}: {}", figdir.display(), written.join(", "));
+    Ok(())
+}
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Mean curve over seeds with a min–max band (on the steps all seeds logged).
+fn curve_series(label: String, curves: &[Vec<(f64, f64)>]) -> Series {
+    let n = curves.iter().map(Vec::len).min().unwrap_or(0);
+    let points: Vec<(f64, f64)> = (0..n)
+        .map(|i| {
+            (
+                curves[0][i].0,
+                curves.iter().map(|c| c[i].1).sum::<f64>() / curves.len() as f64,
+            )
+        })
+        .collect();
+    let band = (curves.len() > 1).then(|| {
+        (0..n)
+            .map(|i| {
+                let v = curves.iter().map(|c| c[i].1);
+                (
+                    curves[0][i].0,
+                    v.clone().fold(f64::INFINITY, f64::min),
+                    v.fold(f64::NEG_INFINITY, f64::max),
+                )
+            })
+            .collect()
+    });
+    Series {
+        label,
+        points,
+        band,
+    }
+}
+
+fn chart(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    x: &str,
+    y: &str,
+    series: &[Series],
+    log_y: bool,
+) -> Result<()> {
+    plot::line_chart(
+        &LineChart {
+            title,
+            x_label: x,
+            y_label: y,
+            series,
+            log_x: false,
+            log_y,
+        },
+        &dir.join(format!("{stem}.png")),
+        &dir.join(format!("{stem}.svg")),
+    )
+}

@@ -1,0 +1,304 @@
+//! `plastic bench`: times full training steps (forward, backward, gradient clipping and the
+//! optimiser; batch 64; after warm-up) of the reference's benchmark configurations, each in
+//! its own process so that its peak memory is its own, and relates them to the reference's
+//! figures and to the machine's memory bandwidth.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use plastic::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use plastic::run::RunConfig;
+use plastic::{Loss, Network};
+
+/// Arguments of `plastic bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Timed steps per configuration (after 2 warm-up steps).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Run only the configurations whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Also write the table as Markdown to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Internal: run one configuration in this process and print its figures.
+    #[arg(long, hide = true)]
+    child: bool,
+}
+
+/// One benchmark configuration and the reference's figures for it (2 cores, torch CPU).
+struct Case {
+    name: &'static str,
+    task: &'static str,
+    overrides: &'static [&'static str],
+    reference_s: Option<f64>,
+    reference_gb: Option<f64>,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "cue-rnn-gradient-h128",
+        task: "cue-reward",
+        overrides: &["rnn=rnn", "plasticity=gradient", "hidden_size=128"],
+        reference_s: Some(0.84),
+        reference_gb: Some(2.2),
+    },
+    Case {
+        name: "cue-rnn-hebbian-h128",
+        task: "cue-reward",
+        overrides: &["rnn=rnn", "plasticity=hebbian", "hidden_size=128"],
+        reference_s: Some(0.84),
+        reference_gb: Some(2.1),
+    },
+    Case {
+        name: "cue-rnn-none-h192",
+        task: "cue-reward",
+        overrides: &["rnn=rnn", "plasticity=none", "hidden_size=192"],
+        reference_s: Some(0.035),
+        reference_gb: Some(0.7),
+    },
+    Case {
+        name: "cue-lstm-gradient-h128",
+        task: "cue-reward",
+        overrides: &["rnn=lstm", "plasticity=gradient", "hidden_size=128"],
+        reference_s: Some(5.3),
+        reference_gb: Some(5.7),
+    },
+    Case {
+        name: "seq-L20-d40-lstm-gradient-h128",
+        task: "seq-reproduction",
+        overrides: &[
+            "rnn=lstm",
+            "plasticity=gradient",
+            "hidden_size=128",
+            "seq_length=20",
+            "delay=40",
+        ],
+        reference_s: Some(19.5),
+        reference_gb: Some(21.1),
+    },
+    Case {
+        name: "seq-L20-d60-lstm-gradient-h128",
+        task: "seq-reproduction",
+        overrides: &[
+            "rnn=lstm",
+            "plasticity=gradient",
+            "hidden_size=128",
+            "seq_length=20",
+            "delay=60",
+        ],
+        reference_s: None,
+        reference_gb: Some(26.0),
+    },
+    Case {
+        name: "regression-mlp-lstm-gradient-h128",
+        task: "regression",
+        overrides: &[
+            "rnn=lstm",
+            "plasticity=gradient",
+            "hidden_size=128",
+            "task_mode=mlp",
+            "n_var=6",
+        ],
+        reference_s: Some(8.7),
+        reference_gb: Some(10.7),
+    },
+];
+
+/// Figures a child process reports, one `key=value` per line.
+#[derive(Default, Debug)]
+struct Figures {
+    median_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    peak_mb: f64,
+    plastic_mb: f64,
+    steps: usize,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let cases: Vec<&Case> = CASES
+        .iter()
+        .filter(|c| {
+            args.only
+                .as_ref()
+                .is_none_or(|o| c.name.contains(o.as_str()))
+        })
+        .collect();
+    if cases.is_empty() {
+        let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
+        bail!("no configuration matches; valid: {}", names.join(", "));
+    }
+    if args.child {
+        if cases.len() != 1 {
+            bail!("--child needs --only to select exactly one configuration");
+        }
+        return child(cases[0], args.steps);
+    }
+    let threads = rayon::current_num_threads();
+    let bandwidth = stream_bandwidth_gbs();
+    println!(
+        "plastic bench: batch 64, f32, {threads} threads, {} kernels; median of {} training steps after 2 warm-up steps",
+        format!("{:?}", plastic::kernels::simd()).to_lowercase(),
+        args.steps
+    );
+    println!("measured memory bandwidth (triad, {threads} threads): {bandwidth:.1} GB/s\n");
+    let mut table = String::new();
+    table += "| configuration | ms/step (median, min–max) | peak memory | reference s/step | speed-up | reference peak | plastic state per step | GB/s | of bandwidth |\n";
+    table += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    let exe = std::env::current_exe().context("locating the plastic binary")?;
+    for case in cases {
+        let mut cmd = Command::new(&exe);
+        if let Some(n) = std::env::args().skip_while(|a| a != "--threads").nth(1) {
+            cmd.args(["--threads", &n]);
+        }
+        let out = cmd
+            .args([
+                "bench",
+                "--child",
+                "--only",
+                case.name,
+                "--steps",
+                &args.steps.to_string(),
+            ])
+            .output()
+            .with_context(|| format!("running the benchmark of {}", case.name))?;
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}",
+                case.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let f = parse(&String::from_utf8_lossy(&out.stdout))?;
+        let gbs = f.plastic_mb / 1e3 / (f.median_ms / 1e3);
+        let row = format!(
+            "| {} | {:.1} ({:.1}–{:.1}) | {:.0} MB | {} | {} | {} | {:.0} MB | {:.1} | {:.0}% |",
+            case.name,
+            f.median_ms,
+            f.min_ms,
+            f.max_ms,
+            f.peak_mb,
+            case.reference_s.map_or("–".into(), |s| format!("{s}")),
+            case.reference_s
+                .map_or("–".into(), |s| format!("{:.0}×", s * 1e3 / f.median_ms)),
+            case.reference_gb.map_or("–".into(), |g| format!("{g} GB")),
+            f.plastic_mb,
+            gbs,
+            100.0 * gbs / bandwidth
+        );
+        println!("{row}");
+        table += &row;
+        table.push('\n');
+    }
+    println!(
+        "\nplastic state per step: the bytes an ideal implementation must move through the plastic \
+         weights (read P and write P' forward; read P, read and write dP backward): 5·B·T·|P|·4 bytes."
+    );
+    if let Some(path) = args.markdown {
+        plastic::io::write_atomic(&path, table.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn parse(text: &str) -> Result<Figures> {
+    let mut f = Figures::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v: f64 = v
+            .trim()
+            .parse()
+            .with_context(|| format!("bad figure line `{line}`"))?;
+        match k.trim() {
+            "median_ms" => f.median_ms = v,
+            "min_ms" => f.min_ms = v,
+            "max_ms" => f.max_ms = v,
+            "peak_mb" => f.peak_mb = v,
+            "plastic_mb" => f.plastic_mb = v,
+            "steps" => f.steps = v as usize,
+            _ => {}
+        }
+    }
+    if f.steps == 0 {
+        bail!("the benchmark process reported nothing:\n{text}");
+    }
+    Ok(f)
+}
+
+/// Times one configuration in this process and prints its figures.
+fn child(case: &Case, steps: usize) -> Result<()> {
+    let cfg = RunConfig::defaults(case.task)?.with_overrides(case.overrides)?;
+    let mut net = Network::<f32>::new(cfg.network_config(), 0)?;
+    let mask = net.layout().trainable_mask();
+    let mut opt = AdamW::new(AdamWConfig::default(), mask.clone());
+    let mut times = Vec::new();
+    for step in 0..steps + 2 {
+        let t0 = Instant::now();
+        let ep = cfg
+            .task
+            .generate::<f32>(&mut plastic::run::train_rng(0, step), cfg.train.batch_size);
+        let mut g = net.loss_and_grad(&ep, Loss::Mse)?;
+        clip_grad_norm(&mut g.grads, &mask, cfg.train.grad_clip);
+        opt.update(net.params_mut(), &g.grads);
+        if step >= 2 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let plastic_bytes = 5.0
+        * (cfg.train.batch_size
+            * cfg.task.steps()
+            * net.layout().plastic_len
+            * std::mem::size_of::<f32>()) as f64;
+    println!("median_ms={}", times[times.len() / 2]);
+    println!("min_ms={}", times[0]);
+    println!("max_ms={}", times[times.len() - 1]);
+    println!("peak_mb={}", peak_rss_mb());
+    println!("plastic_mb={}", plastic_bytes / 1e6);
+    println!("steps={}", times.len());
+    Ok(())
+}
+
+/// Peak resident memory of this process (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map_or(f64::NAN, |kb| kb * 1024.0 / 1e6)
+}
+
+/// Sustained memory bandwidth of a triad `a = b + s·c` over 3 × 64 MiB arrays, split over
+/// the thread pool, best of 5 (bytes read and written per second).
+fn stream_bandwidth_gbs() -> f64 {
+    use rayon::prelude::*;
+    let n = 16 << 20;
+    let b = vec![1.0f32; n];
+    let c = vec![2.0f32; n];
+    let mut a = vec![0.0f32; n];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        a.par_chunks_mut(1 << 16)
+            .zip(b.par_chunks(1 << 16))
+            .zip(c.par_chunks(1 << 16))
+            .for_each(|((a, b), c)| {
+                for k in 0..a.len() {
+                    a[k] = b[k] + 0.5 * c[k];
+                }
+            });
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&a);
+    (3 * n * 4) as f64 / best / 1e9
+}
