@@ -24,9 +24,17 @@ pub struct BenchArgs {
     /// Also write the table as Markdown to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
-    /// Internal: run one configuration in this process and print its figures.
+    /// Instead of the table: measure time and peak memory against episode length, hidden
+    /// size and batch size, and write plots and a CSV into this folder.
+    #[arg(long, value_name = "DIR")]
+    scaling: Option<PathBuf>,
+    /// Internal: time one configuration (--task, --set) in this process.
     #[arg(long, hide = true)]
     child: bool,
+    #[arg(long, hide = true)]
+    task: Option<String>,
+    #[arg(long = "set", hide = true)]
+    set: Vec<String>,
 }
 
 /// One benchmark configuration and the reference's figures for it (2 cores, torch CPU).
@@ -133,10 +141,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("no configuration matches; valid: {}", names.join(", "));
     }
     if args.child {
-        if cases.len() != 1 {
-            bail!("--child needs --only to select exactly one configuration");
-        }
-        return child(cases[0], args.steps);
+        let task = args.task.as_deref().context("--child needs --task")?;
+        return child(task, &args.set, args.steps);
+    }
+    if let Some(dir) = &args.scaling {
+        return scaling(dir, args.steps);
     }
     let threads = rayon::current_num_threads();
     let bandwidth = stream_bandwidth_gbs();
@@ -149,31 +158,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut table = String::new();
     table += "| configuration | ms/step (median, min–max) | peak memory | reference s/step | speed-up | reference peak | plastic state per step | GB/s | of bandwidth |\n";
     table += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
-    let exe = std::env::current_exe().context("locating the plastic binary")?;
     for case in cases {
-        let mut cmd = Command::new(&exe);
-        if let Some(n) = std::env::args().skip_while(|a| a != "--threads").nth(1) {
-            cmd.args(["--threads", &n]);
-        }
-        let out = cmd
-            .args([
-                "bench",
-                "--child",
-                "--only",
-                case.name,
-                "--steps",
-                &args.steps.to_string(),
-            ])
-            .output()
-            .with_context(|| format!("running the benchmark of {}", case.name))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed: {}",
-                case.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let f = parse(&String::from_utf8_lossy(&out.stdout))?;
+        let overrides: Vec<String> = case.overrides.iter().map(|s| s.to_string()).collect();
+        let f = measure(case.task, &overrides, args.steps)
+            .with_context(|| format!("benchmark {}", case.name))?;
         let gbs = f.plastic_mb / 1e3 / (f.median_ms / 1e3);
         let row = format!(
             "| {} | {:.1} ({:.1}–{:.1}) | {:.0} MB | {} | {} | {} | {:.0} MB | {:.1} | {:.0}% |",
@@ -204,6 +192,134 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Times one configuration in a child process (so that its peak memory is its own).
+fn measure(task: &str, overrides: &[String], steps: usize) -> Result<Figures> {
+    let exe = std::env::current_exe().context("locating the plastic binary")?;
+    let mut cmd = Command::new(&exe);
+    if let Some(n) = std::env::args().skip_while(|a| a != "--threads").nth(1) {
+        cmd.args(["--threads", &n]);
+    }
+    cmd.args([
+        "bench",
+        "--child",
+        "--task",
+        task,
+        "--steps",
+        &steps.to_string(),
+    ]);
+    for o in overrides {
+        cmd.args(["--set", o]);
+    }
+    let out = cmd.output().context("running a benchmark process")?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Time and peak memory against T, hidden size and batch size.
+fn scaling(dir: &std::path::Path, steps: usize) -> Result<()> {
+    use crate::plot::{line_chart, LineChart, Series};
+    // (key, axis label, task, [(x, overrides)])
+    type Study = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<(f64, Vec<String>)>,
+    );
+    let studies: [Study; 3] = [
+        (
+            "T",
+            "episode length T (sequence reproduction, L 10; LSTM, gradient, hidden 128, batch 64)",
+            "seq-reproduction",
+            [0usize, 30, 80, 130, 180]
+                .iter()
+                .map(|&d| {
+                    let o = [
+                        "rnn=lstm",
+                        "plasticity=gradient",
+                        "hidden_size=128",
+                        "seq_length=10",
+                    ];
+                    let mut o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+                    o.push(format!("delay={d}"));
+                    ((20 + d) as f64, o)
+                })
+                .collect(),
+        ),
+        (
+            "hidden",
+            "hidden size (cue-reward, RNN, gradient, T 20, batch 64)",
+            "cue-reward",
+            [64usize, 128, 256, 512]
+                .iter()
+                .map(|&h| {
+                    (
+                        h as f64,
+                        vec!["plasticity=gradient".into(), format!("hidden_size={h}")],
+                    )
+                })
+                .collect(),
+        ),
+        (
+            "batch",
+            "batch size (cue-reward, RNN, gradient, hidden 128, T 20)",
+            "cue-reward",
+            [1usize, 4, 16, 64, 256]
+                .iter()
+                .map(|&b| {
+                    (
+                        b as f64,
+                        vec!["plasticity=gradient".into(), format!("batch_size={b}")],
+                    )
+                })
+                .collect(),
+        ),
+    ];
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut csv = String::from("study,x,median_ms,peak_mb\n");
+    for (key, label, task, points) in studies {
+        let mut time = Vec::new();
+        let mut mem = Vec::new();
+        for (x, o) in points {
+            let f = measure(task, &o, steps)?;
+            println!(
+                "{key} = {x}: {:.1} ms/step, peak {:.0} MB",
+                f.median_ms, f.peak_mb
+            );
+            csv += &format!("{key},{x},{:.3},{:.1}\n", f.median_ms, f.peak_mb);
+            time.push((x, f.median_ms));
+            mem.push((x, f.peak_mb));
+        }
+        for (what, unit, pts) in [
+            ("time", "ms per training step", time),
+            ("memory", "peak memory (MB)", mem),
+        ] {
+            let series = [Series {
+                label: format!("{what} (measured)"),
+                points: pts,
+                band: None,
+            }];
+            let stem = format!("scaling_{key}_{what}");
+            line_chart(
+                &LineChart {
+                    title: &format!("{what} against {key}"),
+                    x_label: label,
+                    y_label: unit,
+                    series: &series,
+                    log_x: key != "T",
+                    log_y: key != "T",
+                },
+                &dir.join(format!("{stem}.png")),
+                &dir.join(format!("{stem}.svg")),
+            )?;
+        }
+    }
+    plastic::io::write_atomic(&dir.join("scaling.csv"), csv.as_bytes())?;
+    println!("wrote plots and scaling.csv to {}", dir.display());
+    Ok(())
+}
+
 fn parse(text: &str) -> Result<Figures> {
     let mut f = Figures::default();
     for line in text.lines() {
@@ -231,8 +347,8 @@ fn parse(text: &str) -> Result<Figures> {
 }
 
 /// Times one configuration in this process and prints its figures.
-fn child(case: &Case, steps: usize) -> Result<()> {
-    let cfg = RunConfig::defaults(case.task)?.with_overrides(case.overrides)?;
+fn child(task: &str, overrides: &[String], steps: usize) -> Result<()> {
+    let cfg = RunConfig::defaults(task)?.with_overrides(overrides)?;
     let mut net = Network::<f32>::new(cfg.network_config(), 0)?;
     let mask = net.layout().trainable_mask();
     let mut opt = AdamW::new(AdamWConfig::default(), mask.clone());

@@ -4,12 +4,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn plastic(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plastic")).args(args).output().expect("running plastic")
+    Command::new(env!("CARGO_BIN_EXE_plastic"))
+        .args(args)
+        .output()
+        .expect("running plastic")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = plastic(args);
-    assert!(out.status.success(), "plastic {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "plastic {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -29,20 +36,54 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-const TINY: [&str; 10] = ["--set", "hidden_size=8", "--set", "batch_size=4", "--set", "log_every=5", "--set", "test_batch=2", "--steps", "10"];
+const TINY: [&str; 10] = [
+    "--set",
+    "hidden_size=8",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "log_every=5",
+    "--set",
+    "test_batch=2",
+    "--steps",
+    "10",
+];
 
 #[test]
 fn train_resume_and_eval() {
     let d = tmp("train");
-    let mut args = vec!["train", "--task", "seq-reproduction", "--rnn", "lstm", "--plasticity", "hebbian", "--out", s(&d), "--set", "delay=3"];
+    let mut args = vec![
+        "train",
+        "--task",
+        "seq-reproduction",
+        "--rnn",
+        "lstm",
+        "--plasticity",
+        "hebbian",
+        "--out",
+        s(&d),
+        "--set",
+        "delay=3",
+    ];
     args.extend(TINY);
     let out = ok(&args);
     assert!(out.contains("test loss"), "{out}");
-    for f in ["config.toml", "progress.tsv", "best.safetensors", "checkpoint.safetensors", "test.json"] {
+    for f in [
+        "config.toml",
+        "progress.tsv",
+        "best.safetensors",
+        "checkpoint.safetensors",
+        "test.json",
+    ] {
         assert!(d.join(f).exists(), "{f}");
     }
     let cfg = std::fs::read_to_string(d.join("config.toml")).unwrap();
-    assert!(cfg.contains("delay = 3") && cfg.contains("rnn = \"lstm\"") && cfg.contains("max_batch = 10"), "{cfg}");
+    assert!(
+        cfg.contains("delay = 3")
+            && cfg.contains("rnn = \"lstm\"")
+            && cfg.contains("max_batch = 10"),
+        "{cfg}"
+    );
     // the folder exists now: refused without --overwrite
     let e = err(&args);
     assert!(e.contains("already exists"), "{e}");
@@ -59,11 +100,33 @@ fn train_resume_and_eval() {
 #[test]
 fn bad_input_lists_valid_choices() {
     let e = err(&["train", "--task", "maze"]);
-    assert!(e.contains("cue-reward, seq-reproduction, regression"), "{e}");
-    let e = err(&["train", "--task", "cue-reward", "--rnn", "gru", "--out", s(&tmp("gru"))]);
+    assert!(
+        e.contains("cue-reward, seq-reproduction, regression"),
+        "{e}"
+    );
+    let e = err(&[
+        "train",
+        "--task",
+        "cue-reward",
+        "--rnn",
+        "gru",
+        "--out",
+        s(&tmp("gru")),
+    ]);
     assert!(e.contains("rnn, lstm"), "{e}");
-    let e = err(&["train", "--task", "cue-reward", "--set", "hiden_size=3", "--out", s(&tmp("typo"))]);
-    assert!(e.contains("unknown key `hiden_size`") && e.contains("hidden_size"), "{e}");
+    let e = err(&[
+        "train",
+        "--task",
+        "cue-reward",
+        "--set",
+        "hiden_size=3",
+        "--out",
+        s(&tmp("typo")),
+    ]);
+    assert!(
+        e.contains("unknown key `hiden_size`") && e.contains("hidden_size"),
+        "{e}"
+    );
     let e = err(&["sweep", "nosuch"]);
     assert!(e.contains("cuereward_demo"), "{e}");
     let e = err(&["train", "--resume", s(&tmp("none"))]);
@@ -73,20 +136,57 @@ fn bad_input_lists_valid_choices() {
 #[test]
 fn sweep_runs_skips_finished_and_analyzes() {
     let d = tmp("sweep");
-    let out = ok(&["sweep", "slurm_smoke", "--out", s(&d), "--seeds", "2", "--jobs", "2"]);
-    assert!(out.contains("4 runs") && out.contains("0 finished"), "{out}");
+    let out = ok(&[
+        "sweep",
+        "slurm_smoke",
+        "--out",
+        s(&d),
+        "--seeds",
+        "2",
+        "--jobs",
+        "2",
+    ]);
+    assert!(
+        out.contains("4 runs") && out.contains("0 finished"),
+        "{out}"
+    );
     let out = ok(&["sweep", "slurm_smoke", "--out", s(&d), "--seeds", "2"]);
     assert!(out.contains("4 finished, 0 to do"), "{out}");
     // a different configuration under the same names is refused
-    let e = err(&["sweep", "slurm_smoke", "--out", s(&d), "--seeds", "2", "--steps", "30"]);
+    let e = err(&[
+        "sweep",
+        "slurm_smoke",
+        "--out",
+        s(&d),
+        "--seeds",
+        "2",
+        "--steps",
+        "30",
+    ]);
     assert!(e.contains("different configuration"), "{e}");
-    let out = ok(&["analyze", "slurm_smoke", "--out", s(&d), "--eta-batches", "1"]);
+    let out = ok(&[
+        "analyze",
+        "slurm_smoke",
+        "--out",
+        s(&d),
+        "--eta-batches",
+        "1",
+    ]);
     assert!(out.contains("| rnn | gradient | 2 |"), "{out}");
-    for f in ["table.md", "table.csv", "curves.png", "curves.svg", "eta.png"] {
+    for f in [
+        "table.md",
+        "table.csv",
+        "curves.png",
+        "curves.svg",
+        "eta.png",
+    ] {
         assert!(d.join("slurm_smoke/analysis").join(f).exists(), "{f}");
     }
     let list = ok(&["sweep", "--list"]);
-    assert!(list.contains("seqreproduction_delay") && list.contains("120"), "{list}");
+    assert!(
+        list.contains("seqreproduction_delay") && list.contains("120"),
+        "{list}"
+    );
 }
 
 #[test]
@@ -106,7 +206,13 @@ fn demo_writes_the_figure() {
     let d = tmp("demo");
     let out = ok(&["demo", "--out", s(&d), "--steps", "4"]);
     assert!(out.contains("demo none"), "{out}");
-    for f in ["demo.png", "demo.svg", "gradient/test.json", "hebbian/test.json", "none/test.json"] {
+    for f in [
+        "demo.png",
+        "demo.svg",
+        "gradient/test.json",
+        "hebbian/test.json",
+        "none/test.json",
+    ] {
         assert!(d.join(f).exists(), "{f}");
     }
     let png = std::fs::read(d.join("demo.png")).unwrap();
