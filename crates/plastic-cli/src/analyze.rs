@@ -201,20 +201,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
             .iter()
             .map(|g| curve_series(label(g, &others), &g.curves))
             .collect();
-        let stem = if k.is_empty() {
-            "curves".to_string()
-        } else {
-            format!("curves_{}", slug(k))
-        };
-        let title = format!(
-            "{}{}: validation loss (mean, min–max over seeds)",
-            args.name,
-            if k.is_empty() {
-                String::new()
-            } else {
-                format!(", {k}")
-            }
-        );
+        let (stem, title) = names("curves", &args.name, k, "validation loss (mean, min–max over seeds)");
         chart(
             &figdir,
             &stem,
@@ -334,20 +321,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         if series.is_empty() {
             continue;
         }
-        let stem = if k.is_empty() {
-            "eta".to_string()
-        } else {
-            format!("eta_{}", slug(k))
-        };
-        let title = format!(
-            "{}{}: applied plasticity rate η(t), mean over seeds",
-            args.name,
-            if k.is_empty() {
-                String::new()
-            } else {
-                format!(", {k}")
-            }
-        );
+        let (stem, title) = names("eta", &args.name, k, "applied plasticity rate η(t), mean over seeds");
         chart(
             &figdir,
             &stem,
@@ -366,6 +340,16 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     }
     println!("\nwrote to {}: {}", figdir.display(), written.join(", "));
     Ok(())
+}
+
+/// File stem and title of a figure for the group `group` (empty when the sweep has no
+/// factor besides cell and rule).
+fn names(prefix: &str, sweep: &str, group: &str, what: &str) -> (String, String) {
+    if group.is_empty() {
+        (prefix.to_string(), format!("{sweep}: {what}"))
+    } else {
+        (format!("{prefix}_{}", slug(group)), format!("{sweep}, {group}: {what}"))
+    }
 }
 
 fn slug(s: &str) -> String {

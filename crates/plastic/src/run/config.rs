@@ -40,6 +40,25 @@ pub struct NetworkKnobs {
     pub random_network: bool,
 }
 
+impl From<&NetworkConfig> for NetworkKnobs {
+    fn from(c: &NetworkConfig) -> Self {
+        NetworkKnobs {
+            rnn: c.rnn,
+            plasticity: c.plasticity,
+            hidden_size: c.hidden_size,
+            extra_dim: c.extra_dim,
+            modulation: c.modulation,
+            p_lr: c.p_lr,
+            p_wd: c.p_wd,
+            inner_grad_clip: c.inner_grad_clip,
+            weight_clip: c.weight_clip,
+            layernorm: c.layernorm,
+            inner_lr_mode: c.inner_lr_mode,
+            random_network: c.random_network,
+        }
+    }
+}
+
 /// The outer loop's knobs (ALGORITHM.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainKnobs {
@@ -120,20 +139,7 @@ impl RunConfig {
         Ok(RunConfig {
             seed: 0,
             task,
-            network: NetworkKnobs {
-                rnn: CellKind::Rnn,
-                plasticity: Rule::Gradient,
-                hidden_size: 128,
-                extra_dim: 4,
-                modulation: true,
-                p_lr: 0.1,
-                p_wd: 0.1,
-                inner_grad_clip: 1.0,
-                weight_clip: None,
-                layernorm: false,
-                inner_lr_mode: InnerLrMode::Random,
-                random_network: false,
-            },
+            network: NetworkKnobs::from(&NetworkConfig::default()),
             train: TrainKnobs {
                 batch_size: 64,
                 lr: 1e-3,
