@@ -201,7 +201,12 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
             .iter()
             .map(|g| curve_series(label(g, &others), &g.curves))
             .collect();
-        let (stem, title) = names("curves", &args.name, k, "validation loss (mean, min–max over seeds)");
+        let (stem, title) = names(
+            "curves",
+            &args.name,
+            k,
+            "validation loss (mean, min–max over seeds)",
+        );
         chart(
             &figdir,
             &stem,
@@ -321,7 +326,12 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         if series.is_empty() {
             continue;
         }
-        let (stem, title) = names("eta", &args.name, k, "applied plasticity rate η(t), mean over seeds");
+        let (stem, title) = names(
+            "eta",
+            &args.name,
+            k,
+            "applied plasticity rate η(t), mean over seeds",
+        );
         chart(
             &figdir,
             &stem,
@@ -348,7 +358,10 @@ fn names(prefix: &str, sweep: &str, group: &str, what: &str) -> (String, String)
     if group.is_empty() {
         (prefix.to_string(), format!("{sweep}: {what}"))
     } else {
-        (format!("{prefix}_{}", slug(group)), format!("{sweep}, {group}: {what}"))
+        (
+            format!("{prefix}_{}", slug(group)),
+            format!("{sweep}, {group}: {what}"),
+        )
     }
 }
 

@@ -1141,6 +1141,26 @@ impl<F: Float> Network<F> {
         total
     }
 
+    /// Adjoint of an inner-gradient mat-vec `g_in = (W + P_t) g_out` of one layer: given
+    /// `dg_in`, adds `(W + P_t)ᵀ dg_in` to `dg_out` and the rank-1 term `dg_in ⊗ g_out` to
+    /// the layer's `dP_t` (recording it for `dW`).
+    #[allow(clippy::too_many_arguments)]
+    fn inner_matvec_adjoint(
+        &self,
+        id: LayerId,
+        dg_in: &[F],
+        g_out: &[F],
+        p_t: &[F],
+        dp: &mut [F],
+        pairs: &mut Pairs<'_, F>,
+        dg_out: &mut [F],
+    ) {
+        let l = self.layout().layer(id);
+        vec_mat(dg_in, self.w(id), Some(&p_t[l.pw..l.pb]), dg_out);
+        add_outer(&mut dp[l.pw..l.pb], dg_in, g_out);
+        pairs.push(dg_in, g_out);
+    }
+
     /// Gradient rule: backpropagates the adjoints of the inner errors `δ` (in `bs.ddel`)
     /// through the inner backward computation that produced them — the second-order terms.
     #[allow(clippy::too_many_arguments)]
@@ -1159,7 +1179,6 @@ impl<F: Float> Network<F> {
         ln_off: Option<(usize, usize)>,
     ) {
         let dims = v.dims;
-        let layout = self.layout();
         let two = F::one() + F::one();
         let s = self.out_weight();
         // g_ain = g_u ⊙ 1[a_in > 0]
@@ -1174,15 +1193,15 @@ impl<F: Float> Network<F> {
         // g_u = (W_i + P_i) g_z
         bs.dgz.copy_from_slice(&bs.ddel[1]);
         add_to(&mut bs.dgz, &bs.ddel[2]);
-        let li = layout.layer(LayerId::RecI);
-        vec_mat(
+        self.inner_matvec_adjoint(
+            LayerId::RecI,
             &bs.dgu,
-            self.w(LayerId::RecI),
-            Some(&p_t[li.pw..li.pb]),
+            v.f(GZ),
+            p_t,
+            dp,
+            &mut pairs[2],
             &mut bs.dgz,
         );
-        add_outer(&mut dp[li.pw..li.pb], &bs.dgu, v.f(GZ));
-        pairs[2].push(&bs.dgu, v.f(GZ));
         // g_z from g_hr (cell, c_prev held constant)
         if dims.lstm {
             cell::lstm_inner_adjoint(
@@ -1219,15 +1238,15 @@ impl<F: Float> Network<F> {
         }
         // g_hn = (W_out + P_out) g_y
         bs.dgy.copy_from_slice(&bs.ddel[3]);
-        let lo = layout.layer(LayerId::Out);
-        vec_mat(
+        self.inner_matvec_adjoint(
+            LayerId::Out,
             &bs.dghn,
-            self.w(LayerId::Out),
-            Some(&p_t[lo.pw..lo.pb]),
+            v.f(GY),
+            p_t,
+            dp,
+            &mut pairs[3],
             &mut bs.dgy,
         );
-        add_outer(&mut dp[lo.pw..lo.pb], &bs.dghn, v.f(GY));
-        pairs[3].push(&bs.dghn, v.f(GY));
         // g_y = 2/(BD) s² ⊙ y
         let y = v.f(Y);
         for kk in 0..dims.d {
