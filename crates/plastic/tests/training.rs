@@ -241,3 +241,37 @@ fn eval_reports_rates_along_the_episode_on_a_changed_task() {
         .to_string();
     assert!(e.contains("network"), "{e}");
 }
+
+#[test]
+fn random_network_trains_only_the_plasticity_parameters() {
+    let d = tmp("random-network");
+    let cfg = tiny("cue-reward")
+        .with_overrides(&["random_network=true"])
+        .unwrap();
+    run::train(
+        &d,
+        Start::New {
+            config: Box::new(cfg.clone()),
+            overwrite: false,
+        },
+        &mut run::Silent,
+    )
+    .unwrap();
+    let init = plastic::Network::<f32>::new(cfg.network_config(), cfg.seed).unwrap();
+    let trained = plastic::Network::<f32>::load(
+        cfg.network_config(),
+        &d.join(files::CHECKPOINT).with_file_name(files::BEST),
+    )
+    .unwrap();
+    for name in ["in.w", "rec.w_h", "rec.b_i", "out.w"] {
+        assert_eq!(
+            init.param(name).unwrap(),
+            trained.param(name).unwrap(),
+            "{name} must stay fixed"
+        );
+    }
+    assert_ne!(
+        init.param("rec.alpha_w_h").unwrap(),
+        trained.param("rec.alpha_w_h").unwrap()
+    );
+}
