@@ -20,7 +20,7 @@ use crate::config::{CellKind, Rule};
 use crate::episode::{step_loss, Episodes, Loss};
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::kernels::{self, add_outer, mat_vec, vec_mat};
+use crate::kernels::{self, mat_vec, vec_mat, DeferredAlpha, LazyAdjoint};
 use crate::layernorm;
 use crate::network::Network;
 use crate::params::LayerId;
@@ -232,6 +232,45 @@ struct BackScratch<F> {
     ddel: [Vec<F>; 4],
     one: Vec<F>,
     scalar: Vec<F>,
+    pend: [Pending<F>; 4],
+}
+
+/// The rank-1 contributions one step makes to a layer's `dP` (`pre ⊗ δ` of each mat-vec that
+/// read `P`, and the bias's `δ`), held as vectors until the backward sweep through the
+/// earlier update reads `dP` (see [`LazyAdjoint`]): one pass over the matrix instead of one
+/// per term.
+#[derive(Default)]
+struct Pending<F> {
+    a: [Vec<F>; 2],
+    b: [Vec<F>; 2],
+    k: usize,
+    bias: Vec<F>,
+    has_bias: bool,
+}
+
+impl<F: Float> Pending<F> {
+    fn clear(&mut self) {
+        self.k = 0;
+        self.has_bias = false;
+    }
+
+    /// Adds the term `a ⊗ b` to the matrix part.
+    fn push(&mut self, a: &[F], b: &[F]) {
+        let k = self.k;
+        assert!(k < 2, "at most two pending rank-1 terms per layer");
+        self.a[k].clear();
+        self.a[k].extend_from_slice(a);
+        self.b[k].clear();
+        self.b[k].extend_from_slice(b);
+        self.k += 1;
+    }
+
+    /// Sets the bias part's term.
+    fn set_bias(&mut self, b: &[F]) {
+        self.bias.clear();
+        self.bias.extend_from_slice(b);
+        self.has_bias = true;
+    }
 }
 
 fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
@@ -886,6 +925,13 @@ impl<F: Float> Network<F> {
         resize(&mut bs.scalar, 1);
         resize(&mut ws.dp, plen);
         let mut total = F::zero();
+        // the lazy form of dP_{t+1} (see `Pending`): its decay factor, and the step whose
+        // dα term waits for the next sweep
+        let mut kappa = F::zero();
+        let mut deferred_from: Option<usize> = None;
+        for pend in ws.b.pend.iter_mut() {
+            pend.clear();
+        }
         for seg in (0..nseg).rev() {
             let s0 = seg * k;
             let len = k.min(t_len - s0);
@@ -941,29 +987,68 @@ impl<F: Float> Network<F> {
                 }
                 if let Some(p_t) = p_t {
                     let (eta0, eta, lam, norm) = (v.s(S_ETA0), v.s(S_ETA), v.s(S_LAM), v.s(S_NORM));
-                    // (a) backward through the update P_{t+1} = clamp((1 − λ)P_t + η α ⊙ Δ)
+                    // (a) backward through the update P_{t+1} = clamp((1 − λ)P_t + η α ⊙ Δ).
+                    // dP_{t+1} = κ·dp + (step t+1's rank-1 terms, pending); the sweep leaves
+                    // dQ' in dp. dα terms of every other step are deferred to the next sweep.
                     let clip = cfg.weight_clip.map(F::of);
                     let mut d_eta = F::zero();
                     let mut d_lam = F::zero();
                     if t + 1 < t_len {
+                        let (use_da, prev) = match deferred_from.take() {
+                            Some(tp) => (true, Some(tp)),
+                            None if t > 0 => {
+                                deferred_from = Some(t);
+                                (false, None)
+                            }
+                            None => (true, None),
+                        };
+                        let pv = prev.map(|tp| {
+                            let hp = View {
+                                r: &ws.rec[(tp - 1) * dims.stride..tp * dims.stride],
+                                dims,
+                            }
+                            .f(HN);
+                            let vp = View {
+                                r: &ws.rec[tp * dims.stride..(tp + 1) * dims.stride],
+                                dims,
+                            };
+                            (ep.x(b, tp), hp, vp)
+                        });
                         for (kk, id) in LayerId::ALL.into_iter().enumerate() {
                             let l = *layout.layer(id);
                             let (sp, sd) = dims.rule.signals(id);
                             let (pre, del) = (signal(sp, x, h_prev, &v), signal(sd, x, h_prev, &v));
                             let (w, bb) = (l.pw..l.pb, l.pb..l.pb + l.cols);
                             let (dpw, dpb) = dp[l.pw..l.pb + l.cols].split_at_mut(l.w_len());
-                            let (ga_w, ga_b) = match (l.alpha_w, l.alpha_b) {
-                                (Some(aw), Some(ab)) => {
+                            let (ga_w, ga_b) = match (l.alpha_w, l.alpha_b, use_da) {
+                                (Some(aw), Some(ab), true) => {
                                     let (lo, hi) = grad.split_at_mut(ab);
                                     (Some(&mut lo[aw..aw + l.w_len()]), Some(&mut hi[..l.cols]))
                                 }
                                 _ => (None, None),
                             };
+                            let deferred = pv.as_ref().map(|(xp, hp, vp)| DeferredAlpha {
+                                eta: vp.s(S_ETA),
+                                pre: signal(sp, xp, hp, vp),
+                                delta: signal(sd, xp, hp, vp),
+                            });
+                            let pend = &bs.pend[kk];
+                            let (la, lb) = (
+                                [&pend.a[0][..], &pend.a[1][..]],
+                                [&pend.b[0][..], &pend.b[1][..]],
+                            );
+                            let lazy = LazyAdjoint {
+                                kappa,
+                                a: &la[..pend.k],
+                                b: &lb[..pend.k],
+                            };
                             let adj = kernels::plastic_update_backward(
                                 dpw,
+                                &lazy,
                                 &p_t[w],
                                 self.alpha_w(id),
                                 ga_w,
+                                deferred.as_ref(),
                                 pre,
                                 Some(del),
                                 &mut bs.dpre[kk],
@@ -975,11 +1060,25 @@ impl<F: Float> Network<F> {
                             d_eta += adj.d_eta;
                             d_lam += adj.d_lambda;
                             let bias_delta = dims.rule.updates_bias().then_some(del);
+                            let (one, bias) = ([&bs.one[..]], [&pend.bias[..]]);
+                            let n_bias = usize::from(pend.has_bias);
+                            let lazy = LazyAdjoint {
+                                kappa,
+                                a: &one[..n_bias],
+                                b: &bias[..n_bias],
+                            };
+                            let deferred = deferred.map(|d| DeferredAlpha {
+                                eta: d.eta,
+                                pre: &bs.one,
+                                delta: d.delta,
+                            });
                             let adj = kernels::plastic_update_backward(
                                 dpb,
+                                &lazy,
                                 &p_t[bb],
                                 self.alpha_b(id),
                                 ga_b,
+                                deferred.as_ref(),
                                 &bs.one,
                                 bias_delta,
                                 &mut bs.scalar,
@@ -992,6 +1091,10 @@ impl<F: Float> Network<F> {
                             d_lam += adj.d_lambda;
                         }
                     }
+                    for pend in bs.pend.iter_mut() {
+                        pend.clear();
+                    }
+                    kappa = F::one() - lam;
                     // (b) norm clipping: η = η0·min(1, clip/n)
                     let c = F::of(cfg.inner_grad_clip);
                     let (d_eta0, d_norm) = if norm > c {
@@ -1036,7 +1139,7 @@ impl<F: Float> Network<F> {
                     add_to(&mut bs.dhn, &bs.dpre[3]);
                     if dims.rule.is_second_order() {
                         self.inner_adjoint(
-                            &v, c_prev, p_t, dp, grad, pairs, bs, inv_bd, ln, ow, ln_off,
+                            &v, c_prev, p_t, grad, pairs, bs, inv_bd, ln, ow, ln_off,
                         );
                     } else {
                         // Hebbian post: u, cell activations, y
@@ -1056,9 +1159,8 @@ impl<F: Float> Network<F> {
                 // output layer
                 let hn = v.f(HN);
                 if plastic {
-                    let (w, bb) = pl(LayerId::Out);
-                    add_outer(&mut dp[w], hn, &bs.dy);
-                    add_to(&mut dp[bb], &bs.dy);
+                    bs.pend[3].push(hn, &bs.dy);
+                    bs.pend[3].set_bias(&bs.dy);
                 }
                 add_to(&mut grad[layout.layer(LayerId::Out).b..][..dims.d], &bs.dy);
                 pairs[3].push(hn, &bs.dy);
@@ -1096,11 +1198,10 @@ impl<F: Float> Network<F> {
                 }
                 // recurrent maps
                 let u = v.f(U);
-                for (id, pre) in [(LayerId::RecH, h_prev), (LayerId::RecI, u)] {
+                for (kk, id, pre) in [(1, LayerId::RecH, h_prev), (2, LayerId::RecI, u)] {
                     if plastic {
-                        let (w, bb) = pl(id);
-                        add_outer(&mut dp[w], pre, &bs.dz);
-                        add_to(&mut dp[bb], &bs.dz);
+                        bs.pend[kk].push(pre, &bs.dz);
+                        bs.pend[kk].set_bias(&bs.dz);
                     }
                     add_to(&mut grad[layout.layer(id).b..][..dims.gh], &bs.dz);
                 }
@@ -1127,9 +1228,8 @@ impl<F: Float> Network<F> {
                     };
                 }
                 if plastic {
-                    let (w, bb) = pl(LayerId::In);
-                    add_outer(&mut dp[w], x, &bs.dain);
-                    add_to(&mut dp[bb], &bs.dain);
+                    bs.pend[0].push(x, &bs.dain);
+                    bs.pend[0].set_bias(&bs.dain);
                 }
                 add_to(&mut grad[layout.layer(LayerId::In).b..][..dims.h], &bs.dain);
                 pairs[0].push(x, &bs.dain);
@@ -1143,7 +1243,7 @@ impl<F: Float> Network<F> {
 
     /// Adjoint of an inner-gradient mat-vec `g_in = (W + P_t) g_out` of one layer: given
     /// `dg_in`, adds `(W + P_t)ᵀ dg_in` to `dg_out` and the rank-1 term `dg_in ⊗ g_out` to
-    /// the layer's `dP_t` (recording it for `dW`).
+    /// the layer's pending `dP_t` terms (recording it for `dW`).
     #[allow(clippy::too_many_arguments)]
     fn inner_matvec_adjoint(
         &self,
@@ -1151,13 +1251,13 @@ impl<F: Float> Network<F> {
         dg_in: &[F],
         g_out: &[F],
         p_t: &[F],
-        dp: &mut [F],
+        pend: &mut Pending<F>,
         pairs: &mut Pairs<'_, F>,
         dg_out: &mut [F],
     ) {
         let l = self.layout().layer(id);
         vec_mat(dg_in, self.w(id), Some(&p_t[l.pw..l.pb]), dg_out);
-        add_outer(&mut dp[l.pw..l.pb], dg_in, g_out);
+        pend.push(dg_in, g_out);
         pairs.push(dg_in, g_out);
     }
 
@@ -1169,7 +1269,6 @@ impl<F: Float> Network<F> {
         v: &View<'_, F>,
         c_prev: &[F],
         p_t: &[F],
-        dp: &mut [F],
         grad: &mut [F],
         pairs: &mut [Pairs<'_, F>],
         bs: &mut BackScratch<F>,
@@ -1198,7 +1297,7 @@ impl<F: Float> Network<F> {
             &bs.dgu,
             v.f(GZ),
             p_t,
-            dp,
+            &mut bs.pend[2],
             &mut pairs[2],
             &mut bs.dgz,
         );
@@ -1243,7 +1342,7 @@ impl<F: Float> Network<F> {
             &bs.dghn,
             v.f(GY),
             p_t,
-            dp,
+            &mut bs.pend[3],
             &mut pairs[3],
             &mut bs.dgy,
         );

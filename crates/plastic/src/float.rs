@@ -26,6 +26,10 @@ pub trait Float:
     fn of(x: f64) -> Self;
     /// Converts to `f64` exactly.
     fn f64(self) -> f64;
+    /// The slice as `f32`, if this is `f32` (for kernels with an `f32`-only fast path).
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    /// The slice as mutable `f32`, if this is `f32`.
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 impl Float for f32 {
@@ -38,6 +42,14 @@ impl Float for f32 {
     fn f64(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        Some(s)
+    }
 }
 
 impl Float for f64 {
@@ -49,5 +61,13 @@ impl Float for f64 {
     #[inline(always)]
     fn f64(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
     }
 }

@@ -1,0 +1,205 @@
+//! AVX-512 `f32` versions of the two kernels with per-row horizontal sums (`mat_vec` and the
+//! update's backward sweep), which the compiler vectorises poorly from the portable code.
+//!
+//! Each performs exactly the IEEE operations of the portable version, in the same order
+//! (sixteen lane-wise partial sums, then the halving tree of [`super::reduce`]), with
+//! separate multiplies and adds (no fused multiply-add), so the results are bit-identical.
+
+use std::arch::x86_64::*;
+
+use super::LANES;
+
+/// [`super::reduce`] of one register: lanes `l + 8`, then `l + 4`, then `(0 + 2) + (1 + 3)`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce(a: __m512) -> f32 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+    let h = _mm256_add_ps(_mm512_castps512_ps256(a), hi);
+    let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+    let r = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_shuffle_ps::<0b01>(r, r)))
+}
+
+/// Loads sixteen lanes from `s[j..j + 16]`.
+///
+/// # Safety
+/// `j + 16 <= s.len()`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load(s: &[f32], j: usize) -> __m512 {
+    debug_assert!(j + LANES <= s.len());
+    // SAFETY: in bounds by the caller's contract; unaligned loads are allowed.
+    unsafe { _mm512_loadu_ps(s.as_ptr().add(j)) }
+}
+
+/// Stores sixteen lanes to `s[j..j + 16]`.
+///
+/// # Safety
+/// `j + 16 <= s.len()`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store(s: &mut [f32], j: usize, v: __m512) {
+    debug_assert!(j + LANES <= s.len());
+    // SAFETY: in bounds by the caller's contract.
+    unsafe { _mm512_storeu_ps(s.as_mut_ptr().add(j), v) }
+}
+
+/// `x_i += Σ_j (W_ij + P_ij) v_j`, four rows at a time; see [`super::mat_vec`].
+#[target_feature(enable = "avx512f")]
+pub(super) fn mat_vec(w: &[f32], p: Option<&[f32]>, v: &[f32], x: &mut [f32]) {
+    let (rows, cols) = (x.len(), v.len());
+    assert_eq!(w.len(), rows * cols);
+    if let Some(p) = p {
+        assert_eq!(p.len(), w.len());
+    }
+    let n = cols / LANES * LANES;
+    let row = |i: usize, acc: __m512| -> f32 {
+        let o = i * cols;
+        let mut tail = 0.0f32;
+        for j in n..cols {
+            tail += v[j]
+                * match p {
+                    Some(p) => w[o + j] + p[o + j],
+                    None => w[o + j],
+                };
+        }
+        if n == 0 {
+            tail
+        } else {
+            reduce(acc) + tail
+        }
+    };
+    let mut i = 0;
+    while i + 4 <= rows {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for j in (0..n).step_by(LANES) {
+            // SAFETY: j + 16 <= n <= cols, and every row offset plus cols is within w, p.
+            unsafe {
+                let vv = load(v, j);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let o = (i + r) * cols + j;
+                    let m = match p {
+                        Some(p) => _mm512_add_ps(load(w, o), load(p, o)),
+                        None => load(w, o),
+                    };
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(vv, m));
+                }
+            }
+        }
+        for (r, &a) in acc.iter().enumerate() {
+            x[i + r] += row(i + r, a);
+        }
+        i += 4;
+    }
+    while i < rows {
+        let mut acc = _mm512_setzero_ps();
+        for j in (0..n).step_by(LANES) {
+            // SAFETY: as above.
+            unsafe {
+                let o = i * cols + j;
+                let m = match p {
+                    Some(p) => _mm512_add_ps(load(w, o), load(p, o)),
+                    None => load(w, o),
+                };
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(load(v, j), m));
+            }
+        }
+        x[i] += row(i, acc);
+        i += 1;
+    }
+}
+
+/// The rows of the update's backward sweep without clipping; see
+/// [`super::update_backward_rows`], whose operations and order this repeats.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn update_backward_rows<const DA: bool, const K: usize>(
+    s: &mut [f32],
+    p: &[f32],
+    alpha: &[f32],
+    d_alpha: &mut [f32],
+    kappa: f32,
+    la: [&[f32]; K],
+    lb: [&[f32]; K],
+    deferred: Option<(f32, &[f32], &[f32])>,
+    pre: &[f32],
+    delta: &[f32],
+    d_pre: &mut [f32],
+    d_delta: &mut [f32],
+    eta: f32,
+) -> (f32, f32) {
+    let (rows, cols) = (pre.len(), delta.len());
+    assert!(s.len() == rows * cols && p.len() == s.len() && alpha.len() == s.len());
+    assert!(d_pre.len() == rows && d_delta.len() == cols);
+    assert!(!DA || d_alpha.len() == s.len());
+    for m in 0..K {
+        assert!(la[m].len() == rows && lb[m].len() == cols);
+    }
+    if let Some((_, pp, pd)) = deferred {
+        assert!(pp.len() == rows && pd.len() == cols);
+    }
+    let n = cols / LANES * LANES;
+    let vk = _mm512_set1_ps(kappa);
+    let mut lacc = _mm512_setzero_ps();
+    let mut lt = 0.0f32;
+    let (mut d_eta, zero) = (0.0f32, _mm512_setzero_ps());
+    for (i, &pi) in pre.iter().enumerate() {
+        let ep = eta * pi;
+        let vep = _mm512_set1_ps(ep);
+        let (pep, pdelta) = match deferred {
+            Some((e, pp, pd)) => (e * pp[i], pd),
+            None => (0.0, delta),
+        };
+        let vpep = _mm512_set1_ps(pep);
+        let vla: [__m512; K] = std::array::from_fn(|m| _mm512_set1_ps(la[m][i]));
+        let mut gacc = zero;
+        let o = i * cols;
+        for j in (0..n).step_by(LANES) {
+            // SAFETY: j + 16 <= n <= cols; o + cols <= s.len() = p.len() = alpha.len()
+            // (= d_alpha.len() with DA); the vectors have length cols.
+            unsafe {
+                let s0 = load(s, o + j);
+                let mut q = _mm512_mul_ps(vk, s0);
+                for m in 0..K {
+                    q = _mm512_add_ps(q, _mm512_mul_ps(vla[m], load(lb[m], j)));
+                }
+                let e = load(delta, j);
+                let aq = _mm512_mul_ps(load(alpha, o + j), q);
+                lacc = _mm512_add_ps(lacc, _mm512_mul_ps(load(p, o + j), q));
+                gacc = _mm512_add_ps(gacc, _mm512_mul_ps(aq, e));
+                let dd = _mm512_add_ps(load(d_delta, j), _mm512_mul_ps(vep, aq));
+                store(d_delta, j, dd);
+                if DA {
+                    let t1 = _mm512_mul_ps(_mm512_mul_ps(vpep, load(pdelta, j)), s0);
+                    let t2 = _mm512_mul_ps(_mm512_mul_ps(vep, e), q);
+                    let da = _mm512_add_ps(load(d_alpha, o + j), _mm512_add_ps(t1, t2));
+                    store(d_alpha, o + j, da);
+                }
+                store(s, o + j, q);
+            }
+        }
+        let (mut gt, mut ltr) = (0.0f32, 0.0f32);
+        for j in n..cols {
+            let k = o + j;
+            let s0 = s[k];
+            let mut q = kappa * s0;
+            for m in 0..K {
+                q += la[m][i] * lb[m][j];
+            }
+            let aq = alpha[k] * q;
+            ltr += p[k] * q;
+            gt += aq * delta[j];
+            d_delta[j] += ep * aq;
+            if DA {
+                d_alpha[k] += pep * pdelta[j] * s0 + ep * delta[j] * q;
+            }
+            s[k] = q;
+        }
+        lt += ltr;
+        let g = if n == 0 { gt } else { reduce(gacc) + gt };
+        d_pre[i] += eta * g;
+        d_eta += pi * g;
+    }
+    let l = if n == 0 { lt } else { reduce(lacc) + lt };
+    (d_eta, -l)
+}
