@@ -203,3 +203,84 @@ pub(super) fn update_backward_rows<const DA: bool, const K: usize>(
     let l = if n == 0 { lt } else { reduce(lacc) + lt };
     (d_eta, -l)
 }
+
+/// `y_j += x_i (W_ij + P_ij)` over all rows `i` in order, for the `NC` sixteen-lane column
+/// chunks starting at column `j0`, the partial sums held in registers.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn vec_mat_block<const NC: usize>(
+    x: &[f32],
+    w: &[f32],
+    p: Option<&[f32]>,
+    y: &mut [f32],
+    j0: usize,
+) {
+    let cols = y.len();
+    assert!(j0 + NC * LANES <= cols && w.len() == x.len() * cols);
+    // SAFETY (all loads and stores below): j0 + NC·16 <= cols, so every row's block lies
+    // within that row of w (and p, of w's length), and within y.
+    let mut acc: [__m512; NC] = std::array::from_fn(|c| unsafe { load(y, j0 + c * LANES) });
+    for (i, &xi) in x.iter().enumerate() {
+        if xi == 0.0 {
+            continue;
+        }
+        let vx = _mm512_set1_ps(xi);
+        let o = i * cols + j0;
+        for (c, a) in acc.iter_mut().enumerate() {
+            let m = unsafe {
+                match p {
+                    Some(p) => _mm512_add_ps(load(w, o + c * LANES), load(p, o + c * LANES)),
+                    None => load(w, o + c * LANES),
+                }
+            };
+            *a = _mm512_add_ps(*a, _mm512_mul_ps(vx, m));
+        }
+    }
+    for (c, &a) in acc.iter().enumerate() {
+        unsafe { store(y, j0 + c * LANES, a) };
+    }
+}
+
+/// `y_j += Σ_i x_i (W_ij + P_ij)`, column blocks of up to 128 held in registers; see
+/// [`super::vec_mat`].
+#[target_feature(enable = "avx512f")]
+pub(super) fn vec_mat(x: &[f32], w: &[f32], p: Option<&[f32]>, y: &mut [f32]) {
+    let cols = y.len();
+    assert_eq!(w.len(), x.len() * cols);
+    if let Some(p) = p {
+        assert_eq!(p.len(), w.len());
+    }
+    let chunks = cols / LANES;
+    let mut c = 0;
+    while c < chunks {
+        let j0 = c * LANES;
+        let nc = (chunks - c).min(8);
+        match nc {
+            8 => vec_mat_block::<8>(x, w, p, y, j0),
+            7 => vec_mat_block::<7>(x, w, p, y, j0),
+            6 => vec_mat_block::<6>(x, w, p, y, j0),
+            5 => vec_mat_block::<5>(x, w, p, y, j0),
+            4 => vec_mat_block::<4>(x, w, p, y, j0),
+            3 => vec_mat_block::<3>(x, w, p, y, j0),
+            2 => vec_mat_block::<2>(x, w, p, y, j0),
+            _ => vec_mat_block::<1>(x, w, p, y, j0),
+        }
+        c += nc;
+    }
+    let j0 = chunks * LANES;
+    if j0 < cols {
+        for (i, &xi) in x.iter().enumerate() {
+            if xi == 0.0 {
+                continue;
+            }
+            let o = i * cols;
+            for j in j0..cols {
+                y[j] += xi
+                    * match p {
+                        Some(p) => w[o + j] + p[o + j],
+                        None => w[o + j],
+                    };
+            }
+        }
+    }
+}

@@ -159,6 +159,15 @@ kernel! {
     /// `y_j += Σ_i x_i (W_ij + P_ij)` (a row vector times `W + P`); `P` may be absent.
     /// Rows with `x_i = 0` are skipped (exact: they add nothing).
     pub fn vec_mat<F: Float>(x: &[F], w: &[F], p: Option<&[F]>, y: &mut [F]) {
+        #[cfg(target_arch = "x86_64")]
+        if simd() == Simd::Avx512 {
+            if let Some(y32) = F::as_f32_mut(y) {
+                let f = f32s::<F>;
+                // SAFETY: simd() reports AVX-512F only where the CPU has it.
+                unsafe { avx512::vec_mat(f(x), f(w), p.map(f), y32) };
+                return;
+            }
+        }
         let cols = y.len();
         debug_assert_eq!(w.len(), x.len() * cols);
         for (i, &xi) in x.iter().enumerate() {
@@ -822,7 +831,7 @@ mod tests {
             return; // nothing to compare on this CPU
         }
         let mut rng = Rng::new(4);
-        for (rows, cols) in [(5, 11), (9, 37), (8, 128), (1, 16)] {
+        for (rows, cols) in [(5, 11), (9, 37), (8, 128), (3, 200), (1, 16)] {
             let d = update_data(&mut rng, rows, cols);
             let to32 = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
             let (w, p, v) = (to32(&d[0]), to32(&d[1]), to32(&d[3]));
@@ -833,6 +842,15 @@ mod tests {
                 mat_vec(&w, Some(&p), &v, &mut x);
                 let mut x2 = vec![0.25f32; rows];
                 mat_vec(&w, None, &v, &mut x2);
+                // vec_mat results appended to the mat_vec ones (a zero row is skipped)
+                let mut xr = to32(&d[2]);
+                xr[0] = 0.0;
+                let mut y = vec![0.5f32; cols];
+                vec_mat(&xr, &w, Some(&p), &mut y);
+                x.extend_from_slice(&y);
+                let mut y2 = vec![0.25f32; cols];
+                vec_mat(&xr, &w, None, &mut y2);
+                x2.extend_from_slice(&y2);
                 let mut rt = Vec::new();
                 for k in 0..=2 {
                     for deferred in [false, true] {
