@@ -294,6 +294,12 @@ impl<F: Float> Pairs<'_, F> {
         self.da[self.n * self.cols..(self.n + 1) * self.cols].copy_from_slice(da);
         self.n += 1;
     }
+
+    /// Zeroes the rows no term was recorded in.
+    fn finish(&mut self) {
+        self.pre[self.n * self.rows..].fill(F::zero());
+        self.da[self.n * self.cols..].fill(F::zero());
+    }
 }
 
 /// Per-step diagnostics of a forward pass, each (B, T) row-major unless noted.
@@ -349,7 +355,15 @@ impl<F: Float> Network<F> {
 
     /// A buffer of length `n` from the pool; its contents are unspecified unless `zero`.
     fn take_buffer(&self, n: usize, zero: bool) -> Vec<F> {
-        let mut v = self.buffers.lock().unwrap().pop().unwrap_or_default();
+        let mut v = {
+            let mut pool = self.buffers.lock().unwrap();
+            // the smallest buffer that holds n without reallocating, else the largest
+            let fit = (0..pool.len())
+                .filter(|&i| pool[i].capacity() >= n)
+                .min_by_key(|&i| pool[i].capacity())
+                .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+            fit.map(|i| pool.swap_remove(i)).unwrap_or_default()
+        };
         if zero {
             v.clear();
         }
@@ -797,11 +811,13 @@ impl<F: Float> Network<F> {
         // rank-1 terms per layer and step: In 1, RecH 1, RecI 1(+1), Out 1(+1)
         let npairs = [1, 1, 1 + usize::from(second), 1 + usize::from(second)];
         let layers = self.layout().layers;
+        // pooled, not zeroed: every episode fills its part (`Pairs::finish` zeroes what a
+        // shorter recording leaves)
         let mut pre_bufs: Vec<Vec<F>> = (0..4)
-            .map(|k| vec![F::zero(); bsz * t_len * npairs[k] * layers[k].rows])
+            .map(|k| self.take_buffer(bsz * t_len * npairs[k] * layers[k].rows, false))
             .collect();
         let mut da_bufs: Vec<Vec<F>> = (0..4)
-            .map(|k| vec![F::zero(); bsz * t_len * npairs[k] * layers[k].cols])
+            .map(|k| self.take_buffer(bsz * t_len * npairs[k] * layers[k].cols, false))
             .collect();
         // split the pair buffers per episode
         let mut per_ep: Vec<Vec<Pairs<'_, F>>> = (0..bsz).map(|_| Vec::with_capacity(4)).collect();
@@ -835,6 +851,9 @@ impl<F: Float> Network<F> {
                     let b = ci * chunk + j;
                     self.run_forward(ep, b, &mut ws, true, &mut []);
                     lsum += self.run_backward(ep, b, loss, &mut ws, &mut grad, pairs);
+                    for p in pairs.iter_mut() {
+                        p.finish();
+                    }
                 }
                 self.return_workspace(ws);
                 (lsum, grad)
