@@ -235,6 +235,26 @@ struct BackScratch<F> {
     pend: [Pending<F>; 4],
 }
 
+/// A recurrent-matrix update of step `t − 1` left for step `t` (see
+/// [`Network::forward_step`]): its source `P_{t−1}` and what the rule needs from step `t − 1`.
+struct FusedUpdate<'a, F> {
+    src: &'a [F],
+    x: &'a [F],
+    h_prev: &'a [F],
+    view: View<'a, F>,
+}
+
+impl<'a, F: Float> FusedUpdate<'a, F> {
+    /// The rule's `(pre, δ)` of layer `id` at step `t − 1`.
+    fn signals(&self, id: LayerId) -> (&'a [F], &'a [F]) {
+        let (sp, sd) = self.view.dims.rule.signals(id);
+        (
+            signal(sp, self.x, self.h_prev, &self.view),
+            signal(sd, self.x, self.h_prev, &self.view),
+        )
+    }
+}
+
 /// The rank-1 contributions one step makes to a layer's `dP` (`pre ⊗ δ` of each mat-vec that
 /// read `P`, and the bias's `δ`), held as vectors until the backward sweep through the
 /// earlier update reads `dP` (see [`LazyAdjoint`]): one pass over the matrix instead of one
@@ -414,20 +434,26 @@ impl<F: Float> Network<F> {
 
     /// One forward step (ALGORITHM.md §1 and §2.1–2.3): fills the record with every
     /// activation, the rates, the rule's `δ` vectors and the update norm. `p` is `P_t`.
+    ///
+    /// With `fused`, the recurrent matrices of `p` are not yet `P_t`: their update from
+    /// `P_{t−1}` is done here, in the same pass as the step's mat-vec with them.
+    #[allow(clippy::too_many_arguments)]
     fn forward_step(
         &self,
         x: &[F],
         h_prev: &[F],
         c_prev: &[F],
-        p: Option<&[F]>,
+        p: Option<&mut [F]>,
+        fused: Option<&FusedUpdate<'_, F>>,
         r: &mut RecMut<'_, F>,
         inv_bd: F,
     ) {
+        let mut p = p;
         let dims = r.dims;
         let cfg = self.config();
         let two = F::one() + F::one();
         // 1. input layer
-        self.linear(LayerId::In, x, p, r.f(A_IN));
+        self.linear(LayerId::In, x, p.as_deref(), r.f(A_IN));
         let (a_in, u) = r.pair(A_IN, U);
         for (u, &a) in u.iter_mut().zip(a_in) {
             *u = a.max(F::zero());
@@ -440,15 +466,16 @@ impl<F: Float> Network<F> {
             for k in 0..dims.gh {
                 z[k] = self.b(LayerId::RecH)[k] + self.b(LayerId::RecI)[k];
             }
-            if let Some(p) = p {
+            if let Some(p) = p.as_deref() {
                 for k in 0..dims.gh {
                     z[k] += p[l_h.pb + k] + p[l_i.pb + k];
                 }
             }
-            vec_mat(h_prev, self.w(LayerId::RecH), self.pw(LayerId::RecH, p), z);
+            self.recurrent_vec_mat(LayerId::RecH, h_prev, p.as_deref_mut(), fused, z);
             let (u, z) = r.pair(U, Z);
-            vec_mat(u, self.w(LayerId::RecI), self.pw(LayerId::RecI, p), z);
+            self.recurrent_vec_mat(LayerId::RecI, u, p.as_deref_mut(), fused, z);
         }
+        let p = p.as_deref();
         if dims.lstm {
             let (head, tail) = r.split_at(ACT);
             let z = head.f(Z);
@@ -577,8 +604,54 @@ impl<F: Float> Network<F> {
         }
     }
 
+    /// `z += x·(W + P)` for a recurrent layer; with `fused`, first brings that layer's
+    /// matrix in `p` from `P_{t−1}` to `P_t`, in the same pass.
+    fn recurrent_vec_mat(
+        &self,
+        id: LayerId,
+        x: &[F],
+        p: Option<&mut [F]>,
+        fused: Option<&FusedUpdate<'_, F>>,
+        z: &mut [F],
+    ) {
+        let l = *self.layout().layer(id);
+        match (p, fused) {
+            (Some(p), Some(f)) => {
+                let (pre, del) = f.signals(id);
+                kernels::plastic_update_vec_mat(
+                    &mut p[l.pw..l.pb],
+                    &f.src[l.pw..l.pb],
+                    self.alpha_w(id),
+                    pre,
+                    del,
+                    f.view.s(S_ETA),
+                    f.view.s(S_LAM),
+                    self.config().weight_clip.map(F::of),
+                    x,
+                    self.w(id),
+                    z,
+                );
+            }
+            (p, _) => vec_mat(x, self.w(id), p.map(|p| &p[l.pw..l.pb]), z),
+        }
+    }
+
     /// The plastic update after a step (§2.4–2.5): `dst = clamp((1 − λ)src + η α ⊙ Δ)`.
     fn update(&self, x: &[F], h_prev: &[F], v: &View<'_, F>, src: &[F], dst: &mut [F]) {
+        self.update_layers(x, h_prev, v, src, dst, false);
+    }
+
+    /// [`Self::update`]; with `defer_recurrent`, leaves the recurrent matrices to the next
+    /// step's [`Self::recurrent_vec_mat`].
+    fn update_layers(
+        &self,
+        x: &[F],
+        h_prev: &[F],
+        v: &View<'_, F>,
+        src: &[F],
+        dst: &mut [F],
+        defer_recurrent: bool,
+    ) {
         let dims = v.dims;
         let (eta, lam) = (v.s(S_ETA), v.s(S_LAM));
         let clip = self.config().weight_clip.map(F::of);
@@ -588,16 +661,19 @@ impl<F: Float> Network<F> {
             let (sp, sd) = dims.rule.signals(id);
             let (pre, del) = (signal(sp, x, h_prev, v), signal(sd, x, h_prev, v));
             let (w, b) = (l.pw..l.pb, l.pb..l.pb + l.cols);
-            kernels::plastic_update(
-                &mut dst[w.clone()],
-                &src[w],
-                self.alpha_w(id),
-                pre,
-                Some(del),
-                eta,
-                lam,
-                clip,
-            );
+            let deferred = defer_recurrent && matches!(id, LayerId::RecH | LayerId::RecI);
+            if !deferred {
+                kernels::plastic_update(
+                    &mut dst[w.clone()],
+                    &src[w],
+                    self.alpha_w(id),
+                    pre,
+                    Some(del),
+                    eta,
+                    lam,
+                    clip,
+                );
+            }
             let bias_delta = dims.rule.updates_bias().then_some(del);
             kernels::plastic_update(
                 &mut dst[b.clone()],
@@ -651,6 +727,9 @@ impl<F: Float> Network<F> {
         if !ws.ckpt.is_empty() {
             ws.ckpt[..plen].fill(F::zero());
         }
+        // in training, the recurrent matrices' update after step t is done by step t + 1
+        // together with its mat-vec (see `forward_step`)
+        let mut pending = false;
         for t in 0..t_len {
             let (prev, cur) = ws.rec.split_at_mut(t * dims.stride);
             let cur = &mut cur[..dims.stride];
@@ -665,11 +744,49 @@ impl<F: Float> Network<F> {
             };
             let x = ep.x(b, t);
             let slot = if train { t % k } else { t % 2 };
-            let p_t = plastic.then(|| &ws.arena[slot * plen..(slot + 1) * plen]);
             let mut rm = RecMut { r: cur, dims };
-            self.forward_step(x, h_prev, c_prev, p_t, &mut rm, inv_bd);
             if !plastic {
+                self.forward_step(x, h_prev, c_prev, None, None, &mut rm, inv_bd);
                 continue;
+            }
+            if pending {
+                // P_t's recurrent matrices come from P_{t−1} (slot of t − 1) here
+                let pslot = (t - 1) % k;
+                let (src, dst) = if pslot < slot {
+                    let (lo, hi) = ws.arena.split_at_mut(slot * plen);
+                    (&lo[pslot * plen..(pslot + 1) * plen], &mut hi[..plen])
+                } else {
+                    let (lo, hi) = ws.arena.split_at_mut(pslot * plen);
+                    (&hi[..plen], &mut lo[slot * plen..(slot + 1) * plen])
+                };
+                let h_pp = if t >= 2 {
+                    View {
+                        r: &prev[(t - 2) * dims.stride..],
+                        dims,
+                    }
+                    .f(HN)
+                } else {
+                    &ws.zeros[..]
+                };
+                let fused = FusedUpdate {
+                    src,
+                    x: ep.x(b, t - 1),
+                    h_prev: h_pp,
+                    view: View {
+                        r: &prev[(t - 1) * dims.stride..],
+                        dims,
+                    },
+                };
+                self.forward_step(x, h_prev, c_prev, Some(dst), Some(&fused), &mut rm, inv_bd);
+                if slot == 0 {
+                    // segment boundary: P_t is complete now; keep it as the checkpoint
+                    let seg = t / k;
+                    ws.ckpt[seg * plen..(seg + 1) * plen].copy_from_slice(&ws.arena[..plen]);
+                }
+                pending = false;
+            } else {
+                let p_t = &mut ws.arena[slot * plen..(slot + 1) * plen];
+                self.forward_step(x, h_prev, c_prev, Some(p_t), None, &mut rm, inv_bd);
             }
             let view = View { r: &*cur, dims };
             if train {
@@ -677,22 +794,15 @@ impl<F: Float> Network<F> {
                     break; // P_T is never used
                 }
                 let next = (t + 1) % k;
-                if next == 0 {
-                    // segment boundary: P_{t+1} goes to the next checkpoint and to slot 0
-                    let seg = (t + 1) / k;
-                    let ck = &mut ws.ckpt[seg * plen..(seg + 1) * plen];
-                    self.update(
-                        x,
-                        h_prev,
-                        &view,
-                        &ws.arena[slot * plen..(slot + 1) * plen],
-                        ck,
-                    );
-                    ws.arena[..plen].copy_from_slice(ck);
-                } else {
+                let (src, dst) = if slot < next {
                     let (lo, hi) = ws.arena.split_at_mut(next * plen);
-                    self.update(x, h_prev, &view, &lo[slot * plen..], &mut hi[..plen]);
-                }
+                    (&lo[slot * plen..(slot + 1) * plen], &mut hi[..plen])
+                } else {
+                    let (lo, hi) = ws.arena.split_at_mut(slot * plen);
+                    (&hi[..plen], &mut lo[next * plen..(next + 1) * plen])
+                };
+                self.update_layers(x, h_prev, &view, src, dst, true);
+                pending = true;
             } else {
                 let (lo, hi) = ws.arena.split_at_mut(plen);
                 let (src, dst) = if slot == 0 {

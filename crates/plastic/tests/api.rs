@@ -163,38 +163,60 @@ fn a_zero_update_norm_gives_no_nan() {
 
 #[test]
 fn results_do_not_depend_on_threads_or_instruction_set() {
-    let cfg = NetworkConfig {
-        input_size: 4,
-        hidden_size: 24,
-        ..Default::default()
-    };
-    let net = Network::<f32>::new(cfg, 1).unwrap();
-    let mut rng = plastic::rng::Rng::new(2);
-    let (b, t) = (12, 6);
-    let ep = Episodes::new(
-        b,
-        t,
-        4,
-        1,
-        (0..b * t * 4).map(|_| rng.uniform() as f32).collect(),
-        vec![0.3; b * t],
-        0,
-    )
-    .unwrap();
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
+    // hidden 24 takes the kernels' scalar tails, 32 their full-width (and fused) paths
+    for (hidden, rule, rnn) in [
+        (24, Rule::Gradient, CellKind::Rnn),
+        (32, Rule::Gradient, CellKind::Rnn),
+        (32, Rule::Hebbian, CellKind::Rnn),
+        (32, Rule::Gradient, CellKind::Lstm),
+    ] {
+        let cfg = NetworkConfig {
+            input_size: 4,
+            hidden_size: hidden,
+            plasticity: rule,
+            rnn,
+            ..Default::default()
+        };
+        let mut net = Network::<f32>::new(cfg, 1).unwrap();
+        let mut rng = plastic::rng::Rng::new(2);
+        let (b, t) = (12, 9);
+        let ep = Episodes::new(
+            b,
+            t,
+            4,
+            1,
+            (0..b * t * 4).map(|_| rng.uniform() as f32).collect(),
+            vec![0.3; b * t],
+            0,
+        )
         .unwrap();
-    let three = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap();
-    let g1 = one.install(|| net.loss_and_grad(&ep, Loss::Mse).unwrap());
-    let g3 = three.install(|| net.loss_and_grad(&ep, Loss::Mse).unwrap());
-    assert_eq!(g1, g3, "thread count changed the result");
-    let wide = net.loss_and_grad(&ep, Loss::Mse).unwrap();
-    plastic::kernels::set_simd(plastic::kernels::Simd::Baseline);
-    let base = net.loss_and_grad(&ep, Loss::Mse).unwrap();
-    plastic::kernels::set_simd(plastic::kernels::Simd::Avx512);
-    assert_eq!(wide, base, "the instruction set changed the result");
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let three = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let g1 = one.install(|| net.loss_and_grad(&ep, Loss::Mse).unwrap());
+        let g3 = three.install(|| net.loss_and_grad(&ep, Loss::Mse).unwrap());
+        assert_eq!(g1, g3, "thread count changed the result");
+        let wide = net.loss_and_grad(&ep, Loss::Mse).unwrap();
+        // the forward-only path (no fused updates) computes the same loss
+        let fwd = net.forward(&ep, Loss::Mse).unwrap();
+        assert!(
+            (fwd.loss - wide.loss).abs() <= 1e-6 * wide.loss.abs(),
+            "forward and training differ ({hidden})"
+        );
+        assert_eq!(fwd.outputs.len(), b * t);
+        // checkpointed training (segments of P regenerated) gives the same bits
+        net.set_snapshot_budget(1);
+        let ck = net.loss_and_grad(&ep, Loss::Mse).unwrap();
+        assert_eq!(ck, wide, "checkpointing changed the result");
+        net.set_snapshot_budget(64 << 20);
+        plastic::kernels::set_simd(plastic::kernels::Simd::Baseline);
+        let base = net.loss_and_grad(&ep, Loss::Mse).unwrap();
+        plastic::kernels::set_simd(plastic::kernels::Simd::Avx512);
+        assert_eq!(wide, base, "the instruction set changed the result");
+    }
 }

@@ -53,6 +53,7 @@ pub(super) fn mat_vec(w: &[f32], p: Option<&[f32]>, v: &[f32], x: &mut [f32]) {
         assert_eq!(p.len(), w.len());
     }
     let n = cols / LANES * LANES;
+    const R: usize = 4;
     let row = |i: usize, acc: __m512| -> f32 {
         let o = i * cols;
         let mut tail = 0.0f32;
@@ -70,8 +71,8 @@ pub(super) fn mat_vec(w: &[f32], p: Option<&[f32]>, v: &[f32], x: &mut [f32]) {
         }
     };
     let mut i = 0;
-    while i + 4 <= rows {
-        let mut acc = [_mm512_setzero_ps(); 4];
+    while i + R <= rows {
+        let mut acc = [_mm512_setzero_ps(); R];
         for j in (0..n).step_by(LANES) {
             // SAFETY: j + 16 <= n <= cols, and every row offset plus cols is within w, p.
             unsafe {
@@ -89,7 +90,7 @@ pub(super) fn mat_vec(w: &[f32], p: Option<&[f32]>, v: &[f32], x: &mut [f32]) {
         for (r, &a) in acc.iter().enumerate() {
             x[i + r] += row(i + r, a);
         }
-        i += 4;
+        i += R;
     }
     while i < rows {
         let mut acc = _mm512_setzero_ps();
@@ -282,5 +283,95 @@ pub(super) fn vec_mat(x: &[f32], w: &[f32], p: Option<&[f32]>, y: &mut [f32]) {
                     };
             }
         }
+    }
+}
+
+/// [`vec_mat_block`] on the output of the plastic update (without clipping) of the same
+/// rows: `dst = keep·src + (η pre_i α) δ`, then `y += x_i (W + dst)`, row by row.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+fn update_vec_mat_block<const NC: usize>(
+    dst: &mut [f32],
+    src: &[f32],
+    alpha: &[f32],
+    pre: &[f32],
+    delta: &[f32],
+    eta: f32,
+    keep: f32,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    j0: usize,
+) {
+    let cols = y.len();
+    assert!(j0 + NC * LANES <= cols && delta.len() == cols);
+    assert!(pre.len() == x.len() && w.len() == x.len() * cols);
+    assert!(dst.len() == w.len() && src.len() == w.len() && alpha.len() == w.len());
+    // SAFETY (all loads and stores below): j0 + NC·16 <= cols, so every row's block lies
+    // within that row of dst, src, alpha and w, and within y and delta.
+    let mut acc: [__m512; NC] = std::array::from_fn(|c| unsafe { load(y, j0 + c * LANES) });
+    let vkeep = _mm512_set1_ps(keep);
+    for (i, (&xi, &pi)) in x.iter().zip(pre).enumerate() {
+        let vep = _mm512_set1_ps(eta * pi);
+        let vx = _mm512_set1_ps(xi);
+        let o = i * cols + j0;
+        for (c, a) in acc.iter_mut().enumerate() {
+            let k = o + c * LANES;
+            unsafe {
+                let d = _mm512_add_ps(
+                    _mm512_mul_ps(vkeep, load(src, k)),
+                    _mm512_mul_ps(
+                        _mm512_mul_ps(vep, load(alpha, k)),
+                        load(delta, j0 + c * LANES),
+                    ),
+                );
+                store(dst, k, d);
+                if xi != 0.0 {
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(vx, _mm512_add_ps(load(w, k), d)));
+                }
+            }
+        }
+    }
+    for (c, &a) in acc.iter().enumerate() {
+        unsafe { store(y, j0 + c * LANES, a) };
+    }
+}
+
+/// The plastic update (no clipping, `Δ = pre ⊗ δ`) fused with `y += x·(W + dst)`; see
+/// [`super::plastic_update_vec_mat`]. `cols` must be a multiple of 16.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn update_vec_mat(
+    dst: &mut [f32],
+    src: &[f32],
+    alpha: &[f32],
+    pre: &[f32],
+    delta: &[f32],
+    eta: f32,
+    keep: f32,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+) {
+    let chunks = y.len() / LANES;
+    assert_eq!(chunks * LANES, y.len());
+    let mut c = 0;
+    while c < chunks {
+        let j0 = c * LANES;
+        let step = match chunks - c {
+            n if n >= 8 => 8,
+            n if n >= 4 => 4,
+            n if n >= 2 => 2,
+            _ => 1,
+        };
+        let (d, yy) = (&mut *dst, &mut *y);
+        match step {
+            8 => update_vec_mat_block::<8>(d, src, alpha, pre, delta, eta, keep, x, w, yy, j0),
+            4 => update_vec_mat_block::<4>(d, src, alpha, pre, delta, eta, keep, x, w, yy, j0),
+            2 => update_vec_mat_block::<2>(d, src, alpha, pre, delta, eta, keep, x, w, yy, j0),
+            _ => update_vec_mat_block::<1>(d, src, alpha, pre, delta, eta, keep, x, w, yy, j0),
+        }
+        c += step;
     }
 }
