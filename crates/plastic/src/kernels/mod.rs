@@ -354,7 +354,7 @@ pub fn plastic_update_vec_mat<F: Float>(
     y: &mut [F],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if simd() == Simd::Avx512 && clip.is_none() && y.len() % LANES == 0 {
+    if simd() == Simd::Avx512 && clip.is_none() && y.len().is_multiple_of(LANES) {
         if let Some(y32) = F::as_f32_mut(y) {
             let f = f32s::<F>;
             let keep = F::one() - lambda;
