@@ -463,12 +463,14 @@ impl<F: Float> Network<F> {
             let l_h = self.layout().layer(LayerId::RecH);
             let l_i = self.layout().layer(LayerId::RecI);
             let z = r.f(Z);
-            for k in 0..dims.gh {
-                z[k] = self.b(LayerId::RecH)[k] + self.b(LayerId::RecI)[k];
+            let (bh, bi) = (self.b(LayerId::RecH), self.b(LayerId::RecI));
+            for ((z, &a), &b) in z.iter_mut().zip(bh).zip(bi) {
+                *z = a + b;
             }
             if let Some(p) = p.as_deref() {
-                for k in 0..dims.gh {
-                    z[k] += p[l_h.pb + k] + p[l_i.pb + k];
+                let (ph, pi) = (&p[l_h.pb..l_h.pb + dims.gh], &p[l_i.pb..l_i.pb + dims.gh]);
+                for ((z, &a), &b) in z.iter_mut().zip(ph).zip(pi) {
+                    *z += a + b;
                 }
             }
             self.recurrent_vec_mat(LayerId::RecH, h_prev, p.as_deref_mut(), fused, z);
@@ -569,9 +571,7 @@ impl<F: Float> Network<F> {
                 mat_vec(self.w(LayerId::RecI), self.pw(LayerId::RecI, p), gz, gu);
                 let (head, tail) = r.split_at(GAIN);
                 let (u, gu) = (head.f(U), head.f(GU));
-                for k in 0..dims.h {
-                    tail[k] = if u[k] > F::zero() { gu[k] } else { F::zero() };
-                }
+                relu_mask(&mut tail[..dims.h], gu, u);
             }
         }
         // norm of the raw update (§2.3): Σ_l (‖pre‖² + [bias]) ‖δ‖², per layer factorised
@@ -975,11 +975,22 @@ impl<F: Float> Network<F> {
         let mut spent = Vec::with_capacity(results.len() + 8);
         for (l, g) in results {
             total += l;
-            for (a, b) in grads.iter_mut().zip(&g) {
-                *a += *b;
-            }
             spent.push(g);
         }
+        // sum the chunks' gradients, in chunk order for every element, in parallel over
+        // parameter ranges
+        let part = nparams.div_ceil(8).max(1);
+        grads
+            .par_chunks_mut(part)
+            .enumerate()
+            .for_each(|(pi, dst)| {
+                let r = pi * part..pi * part + dst.len();
+                for g in &spent {
+                    for (a, b) in dst.iter_mut().zip(&g[r.clone()]) {
+                        *a += *b;
+                    }
+                }
+            });
         // dW = Σ pre ⊗ da over episodes, steps and terms: one GEMM per layer
         for k in 0..4 {
             let l = layers[k];
@@ -1349,13 +1360,7 @@ impl<F: Float> Network<F> {
                     &mut bs.du,
                 );
                 // input layer
-                for kk in 0..dims.h {
-                    bs.dain[kk] = if u[kk] > F::zero() {
-                        bs.du[kk]
-                    } else {
-                        F::zero()
-                    };
-                }
+                relu_mask(&mut bs.dain, &bs.du, u);
                 if plastic {
                     bs.pend[0].push(x, &bs.dain);
                     bs.pend[0].set_bias(&bs.dain);
@@ -1411,13 +1416,7 @@ impl<F: Float> Network<F> {
         let s = self.out_weight();
         // g_ain = g_u ⊙ 1[a_in > 0]
         let u = v.f(U);
-        for kk in 0..dims.h {
-            bs.dgu[kk] = if u[kk] > F::zero() {
-                bs.ddel[0][kk]
-            } else {
-                F::zero()
-            };
-        }
+        relu_mask(&mut bs.dgu, &bs.ddel[0], u);
         // g_u = (W_i + P_i) g_z
         bs.dgz.copy_from_slice(&bs.ddel[1]);
         add_to(&mut bs.dgz, &bs.ddel[2]);
@@ -1482,6 +1481,14 @@ impl<F: Float> Network<F> {
             bs.dy[kk] += c * s[kk] * s[kk];
             grad[ow + kk] += c * two * s[kk] * y[kk];
         }
+    }
+}
+
+/// `dst = src ⊙ 1[u > 0]` (the adjoint through a ReLU whose output is `u`).
+#[inline]
+fn relu_mask<F: Float>(dst: &mut [F], src: &[F], u: &[F]) {
+    for ((d, &s), &u) in dst.iter_mut().zip(src).zip(u) {
+        *d = if u > F::zero() { s } else { F::zero() };
     }
 }
 
