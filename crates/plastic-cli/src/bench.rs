@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// size and batch size, and write plots and a CSV into this folder.
     #[arg(long, value_name = "DIR")]
     scaling: Option<PathBuf>,
+    /// Instead of the table: time the hot kernels on one 128 × 128 f32 matrix held in the
+    /// core's L2 cache (one thread), with the bytes each must move.
+    #[arg(long)]
+    kernels: bool,
     /// Internal: time one configuration (--task, --set) in this process.
     #[arg(long, hide = true)]
     child: bool,
@@ -146,6 +150,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(dir) = &args.scaling {
         return scaling(dir, args.steps);
+    }
+    if args.kernels {
+        kernel_table();
+        return Ok(());
     }
     let threads = rayon::current_num_threads();
     let bandwidth = stream_bandwidth_gbs();
@@ -396,6 +404,99 @@ fn peak_rss_mb() -> f64 {
 
 /// Sustained memory bandwidth of a triad `a = b + s·c` over 3 × 64 MiB arrays, split over
 /// the thread pool, best of 5 (bytes read and written per second).
+/// Times the kernels on L2-resident 128 × 128 f32 data: median µs per call and the GB/s
+/// of the matrix traffic each must do (`passes` matrix-sized reads or writes).
+fn kernel_table() {
+    use plastic::kernels::{self as k, DeferredAlpha, LazyAdjoint};
+    let (rows, cols) = (128usize, 128usize);
+    let n = rows * cols;
+    let fill = |seed: usize, len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 1000.0 - 0.5) * 0.1)
+            .collect()
+    };
+    let (w, p, alpha) = (fill(1, n), fill(2, n), fill(3, n));
+    let (mut dst, mut s, mut da) = (fill(4, n), fill(5, n), fill(6, n));
+    let (v, pre, delta) = (fill(7, cols), fill(8, rows), fill(9, cols));
+    let (mut x, mut y) = (vec![0.0f32; rows], vec![0.0f32; cols]);
+    let (mut d_pre, mut d_delta) = (vec![0.0f32; rows], vec![0.0f32; cols]);
+    let time = |f: &mut dyn FnMut()| -> f64 {
+        let mut runs = Vec::new();
+        for _ in 0..7 {
+            let t0 = Instant::now();
+            for _ in 0..2000 {
+                f();
+            }
+            runs.push(t0.elapsed().as_secs_f64() / 2000.0);
+        }
+        runs.sort_by(|a, b| a.total_cmp(b));
+        runs[3]
+    };
+    println!(
+        "kernels on one 128 × 128 f32 matrix in L2, one thread, {:?} kernels; median of 7 × 2000 calls\n",
+        k::simd()
+    );
+    println!("| kernel | µs per call | matrix passes | GB/s |\n| --- | --- | --- | --- |");
+    let row = |name: &str, passes: f64, f: &mut dyn FnMut()| {
+        let t = time(f);
+        println!(
+            "| {name} | {:.2} | {passes} | {:.0} |",
+            t * 1e6,
+            passes * (n * 4) as f64 / t / 1e9
+        );
+    };
+    row("mat_vec (W + P)·v", 2.0, &mut || {
+        k::mat_vec(&w, Some(&p), &v, &mut x)
+    });
+    row("vec_mat x·(W + P)", 2.0, &mut || {
+        k::vec_mat(&pre, &w, Some(&p), &mut y)
+    });
+    row("plastic_update", 3.0, &mut || {
+        k::plastic_update(&mut dst, &p, &alpha, &pre, Some(&delta), 0.1, 0.01, None)
+    });
+    row("plastic_update_vec_mat (fused)", 4.0, &mut || {
+        k::plastic_update_vec_mat(
+            &mut dst, &p, &alpha, &pre, &delta, 0.1, 0.01, None, &pre, &w, &mut y,
+        )
+    });
+    for with_alpha in [false, true] {
+        let (la, lb) = ([&pre[..], &pre[..]], [&v[..], &delta[..]]);
+        let lazy = LazyAdjoint {
+            kappa: 0.5, // keeps the stored adjoint bounded over the repeated calls
+            a: &la,
+            b: &lb,
+        };
+        let def = DeferredAlpha {
+            eta: 0.1,
+            pre: &pre,
+            delta: &delta,
+        };
+        let name = if with_alpha {
+            "update adjoint, 2 lazy terms, with dα"
+        } else {
+            "update adjoint, 2 lazy terms, dα deferred"
+        };
+        row(name, if with_alpha { 6.0 } else { 4.0 }, &mut || {
+            k::plastic_update_backward(
+                &mut s,
+                &lazy,
+                &p,
+                &alpha,
+                with_alpha.then_some(&mut da[..]),
+                with_alpha.then_some(&def),
+                &pre,
+                Some(&delta),
+                &mut d_pre,
+                &mut d_delta,
+                0.1,
+                0.01,
+                None,
+            );
+        });
+    }
+    std::hint::black_box((&x, &y, &dst, &s, &da, &d_pre, &d_delta));
+}
+
 fn stream_bandwidth_gbs() -> f64 {
     use rayon::prelude::*;
     let n = 16 << 20;

@@ -221,3 +221,19 @@ fn demo_writes_the_figure() {
     let again = ok(&["demo", "--out", s(&d), "--steps", "4"]);
     assert!(again.contains("demo gradient"), "{again}");
 }
+
+#[test]
+fn kernel_timings_are_a_table_of_positive_figures() {
+    let out = ok(&["bench", "--kernels"]);
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| kernel") && !l.starts_with("| ---"))
+        .collect();
+    assert_eq!(rows.len(), 6, "{out}");
+    for r in rows {
+        let cells: Vec<&str> = r.trim_matches('|').split('|').map(str::trim).collect();
+        let us: f64 = cells[1].parse().unwrap();
+        let gbs: f64 = cells[3].parse().unwrap();
+        assert!(us > 0.0 && gbs > 0.0, "{r}");
+    }
+}
