@@ -14,6 +14,7 @@ use crate::float::Float;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod narrow;
 
 /// `v` as `f32`; only called where `F` is `f32`.
 #[cfg(target_arch = "x86_64")]
@@ -159,6 +160,9 @@ kernel! {
     /// `y_j += Σ_i x_i (W_ij + P_ij)` (a row vector times `W + P`); `P` may be absent.
     /// Rows with `x_i = 0` are skipped (exact: they add nothing).
     pub fn vec_mat<F: Float>(x: &[F], w: &[F], p: Option<&[F]>, y: &mut [F]) {
+        if y.len() < LANES {
+            return narrow::vec_mat(x, w, p, y);
+        }
         #[cfg(target_arch = "x86_64")]
         if simd() == Simd::Avx512 {
             if let Some(y32) = F::as_f32_mut(y) {
@@ -253,6 +257,9 @@ fn mat_vec_rows<F: Float, const R: usize>(
 kernel! {
     /// `x_i += Σ_j (W_ij + P_ij) v_j` (`W + P` times a column vector); `P` may be absent.
     pub fn mat_vec<F: Float>(w: &[F], p: Option<&[F]>, v: &[F], x: &mut [F]) {
+        if v.len() < LANES {
+            return narrow::mat_vec(w, p, v, x);
+        }
         #[cfg(target_arch = "x86_64")]
         if simd() == Simd::Avx512 {
             if let Some(x32) = F::as_f32_mut(x) {
@@ -310,7 +317,12 @@ kernel! {
         clip: Option<F>,
     ) {
         let keep = F::one() - lambda;
-        let cols = dst.len() / pre.len();
+        let cols = dst.len() / pre.len().max(1);
+        if cols < LANES {
+            if let (Some(delta), None) = (delta, clip) {
+                return narrow::plastic_update(dst, src, alpha, pre, delta, eta, keep);
+            }
+        }
         for (i, &pi) in pre.iter().enumerate() {
             let r = i * cols..(i + 1) * cols;
             let (d, s, a) = (&mut dst[r.clone()], &src[r.clone()], &alpha[r]);
@@ -510,6 +522,12 @@ fn update_backward_rows<F: Float, const DA: bool, const K: usize>(
     eta: F,
 ) -> (F, F) {
     let lb: [&[F]; K] = std::array::from_fn(|m| lazy.b[m]);
+    if delta.len() < LANES {
+        let la: [&[F]; K] = std::array::from_fn(|m| lazy.a[m]);
+        return narrow::update_backward_rows::<F, DA, K>(
+            s, p, alpha, d_alpha, lazy.kappa, la, lb, deferred, pre, delta, d_pre, d_delta, eta,
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     if simd() == Simd::Avx512 {
         if let Some(s32) = F::as_f32_mut(s) {
