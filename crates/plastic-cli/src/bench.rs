@@ -15,9 +15,14 @@ use plastic::{Loss, Network};
 /// Arguments of `plastic bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Timed steps per configuration (after 2 warm-up steps).
+    /// Timed steps per configuration and round (after 2 warm-up steps).
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Rounds over all configurations: each round times every configuration once, in its
+    /// own process, and the figures are over all rounds' steps, which evens out a machine
+    /// whose speed drifts.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
     /// Run only the configurations whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -129,6 +134,8 @@ struct Figures {
     peak_mb: f64,
     plastic_mb: f64,
     steps: usize,
+    /// Every timed step, ms.
+    times: Vec<f64>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -158,18 +165,33 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     let bandwidth = stream_bandwidth_gbs();
     println!(
-        "plastic bench: batch 64, f32, {threads} threads, {} kernels; median of {} training steps after 2 warm-up steps",
+        "plastic bench: batch 64, f32, {threads} threads, {} kernels; median of {} rounds × {} training steps (each after 2 warm-up steps)",
         format!("{:?}", plastic::kernels::simd()).to_lowercase(),
+        args.rounds,
         args.steps
     );
     println!("measured memory bandwidth (triad, {threads} threads): {bandwidth:.1} GB/s\n");
     let mut table = String::new();
     table += "| configuration | ms/step (median, min–max) | peak memory | reference s/step | speed-up | reference peak | plastic state per step | GB/s | of bandwidth |\n";
     table += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
-    for case in cases {
-        let overrides: Vec<String> = case.overrides.iter().map(|s| s.to_string()).collect();
-        let f = measure(case.task, &overrides, args.steps)
-            .with_context(|| format!("benchmark {}", case.name))?;
+    // rounds over all configurations; a configuration's figures pool its rounds' steps
+    let mut figures: Vec<Figures> = cases.iter().map(|_| Figures::default()).collect();
+    for round in 0..args.rounds {
+        for (case, all) in cases.iter().zip(figures.iter_mut()) {
+            let overrides: Vec<String> = case.overrides.iter().map(|s| s.to_string()).collect();
+            let f = measure(case.task, &overrides, args.steps)
+                .with_context(|| format!("benchmark {}", case.name))?;
+            eprintln!(
+                "round {}/{}: {} {:.1} ms/step",
+                round + 1,
+                args.rounds,
+                case.name,
+                f.median_ms
+            );
+            all.pool(f);
+        }
+    }
+    for (case, f) in cases.iter().zip(figures) {
         let gbs = f.plastic_mb / 1e3 / (f.median_ms / 1e3);
         let row = format!(
             "| {} | {:.1} ({:.1}–{:.1}) | {:.0} MB | {} | {} | {} | {:.0} MB | {:.1} | {:.0}% |",
@@ -328,12 +350,42 @@ fn scaling(dir: &std::path::Path, steps: usize) -> Result<()> {
     Ok(())
 }
 
+impl Figures {
+    /// Adds another process's figures: its step times join these, its peak memory counts
+    /// if higher, and the median, min and max are taken over all steps.
+    fn pool(&mut self, other: Figures) {
+        self.times.extend(other.times);
+        self.times.sort_by(|a, b| a.total_cmp(b));
+        let n = self.times.len();
+        self.median_ms = if n % 2 == 1 {
+            self.times[n / 2]
+        } else {
+            0.5 * (self.times[n / 2 - 1] + self.times[n / 2])
+        };
+        self.min_ms = self.times[0];
+        self.max_ms = self.times[n - 1];
+        self.peak_mb = self.peak_mb.max(other.peak_mb);
+        self.plastic_mb = other.plastic_mb;
+        self.steps = n;
+    }
+}
+
 fn parse(text: &str) -> Result<Figures> {
     let mut f = Figures::default();
     for line in text.lines() {
         let Some((k, v)) = line.split_once('=') else {
             continue;
         };
+        if k.trim() == "times_ms" {
+            for t in v.split(',') {
+                f.times.push(
+                    t.trim()
+                        .parse()
+                        .with_context(|| format!("bad figure line `{line}`"))?,
+                );
+            }
+            continue;
+        }
         let v: f64 = v
             .trim()
             .parse()
@@ -348,7 +400,7 @@ fn parse(text: &str) -> Result<Figures> {
             _ => {}
         }
     }
-    if f.steps == 0 {
+    if f.steps == 0 || f.times.len() != f.steps {
         bail!("the benchmark process reported nothing:\n{text}");
     }
     Ok(f)
@@ -385,6 +437,8 @@ fn child(task: &str, overrides: &[String], steps: usize) -> Result<()> {
     println!("peak_mb={}", peak_rss_mb());
     println!("plastic_mb={}", plastic_bytes / 1e6);
     println!("steps={}", times.len());
+    let list: Vec<String> = times.iter().map(|t| t.to_string()).collect();
+    println!("times_ms={}", list.join(","));
     Ok(())
 }
 

@@ -237,3 +237,31 @@ fn kernel_timings_are_a_table_of_positive_figures() {
         assert!(us > 0.0 && gbs > 0.0, "{r}");
     }
 }
+
+#[test]
+fn bench_pools_the_steps_of_its_rounds() {
+    let out = ok(&[
+        "bench",
+        "--only",
+        "cue-rnn-none",
+        "--rounds",
+        "2",
+        "--steps",
+        "1",
+    ]);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("| cue-rnn-none"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+    // "median (min–max)" over the two rounds' steps
+    let (median, range) = cells[1].split_once(" (").unwrap();
+    let (min, max) = range.trim_end_matches(')').split_once('–').unwrap();
+    let (median, min, max): (f64, f64, f64) = (
+        median.parse().unwrap(),
+        min.parse().unwrap(),
+        max.parse().unwrap(),
+    );
+    assert!(min > 0.0 && min <= median && median <= max, "{row}");
+    assert!(err(&["bench", "--rounds", "0"]).contains("0"));
+}
