@@ -456,8 +456,6 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb * 1024.0 / 1e6)
 }
 
-/// Sustained memory bandwidth of a triad `a = b + s·c` over 3 × 64 MiB arrays, split over
-/// the thread pool, best of 5 (bytes read and written per second).
 /// Times the kernels on L2-resident 128 × 128 f32 data: median µs per call and the GB/s
 /// of the matrix traffic each must do (`passes` matrix-sized reads or writes).
 fn kernel_table() {
@@ -551,6 +549,8 @@ fn kernel_table() {
     std::hint::black_box((&x, &y, &dst, &s, &da, &d_pre, &d_delta));
 }
 
+/// Sustained memory bandwidth of a triad `a = b + s·c` over 3 × 64 MiB arrays, split over
+/// the thread pool, best of 5 (bytes read and written per second).
 fn stream_bandwidth_gbs() -> f64 {
     use rayon::prelude::*;
     let n = 16 << 20;
