@@ -36,6 +36,18 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The cells of one Markdown table row.
+fn table_cells(row: &str) -> Vec<&str> {
+    row.trim_matches('|').split('|').map(str::trim).collect()
+}
+
+/// Asserts that every one of `files` exists in `dir`.
+fn assert_files(dir: &Path, files: &[&str]) {
+    for f in files {
+        assert!(dir.join(f).exists(), "{} missing", dir.join(f).display());
+    }
+}
+
 const TINY: [&str; 10] = [
     "--set",
     "hidden_size=8",
@@ -68,15 +80,16 @@ fn train_resume_and_eval() {
     args.extend(TINY);
     let out = ok(&args);
     assert!(out.contains("test loss"), "{out}");
-    for f in [
-        "config.toml",
-        "progress.tsv",
-        "best.safetensors",
-        "checkpoint.safetensors",
-        "test.json",
-    ] {
-        assert!(d.join(f).exists(), "{f}");
-    }
+    assert_files(
+        &d,
+        &[
+            "config.toml",
+            "progress.tsv",
+            "best.safetensors",
+            "checkpoint.safetensors",
+            "test.json",
+        ],
+    );
     let cfg = std::fs::read_to_string(d.join("config.toml")).unwrap();
     assert!(
         cfg.contains("delay = 3")
@@ -173,15 +186,16 @@ fn sweep_runs_skips_finished_and_analyzes() {
         "1",
     ]);
     assert!(out.contains("| rnn | gradient | 2 |"), "{out}");
-    for f in [
-        "table.md",
-        "table.csv",
-        "curves.png",
-        "curves.svg",
-        "eta.png",
-    ] {
-        assert!(d.join("slurm_smoke/analysis").join(f).exists(), "{f}");
-    }
+    assert_files(
+        &d.join("slurm_smoke/analysis"),
+        &[
+            "table.md",
+            "table.csv",
+            "curves.png",
+            "curves.svg",
+            "eta.png",
+        ],
+    );
     let list = ok(&["sweep", "--list"]);
     assert!(
         list.contains("seqreproduction_delay") && list.contains("120"),
@@ -206,15 +220,16 @@ fn demo_writes_the_figure() {
     let d = tmp("demo");
     let out = ok(&["demo", "--out", s(&d), "--steps", "4"]);
     assert!(out.contains("demo none"), "{out}");
-    for f in [
-        "demo.png",
-        "demo.svg",
-        "gradient/test.json",
-        "hebbian/test.json",
-        "none/test.json",
-    ] {
-        assert!(d.join(f).exists(), "{f}");
-    }
+    assert_files(
+        &d,
+        &[
+            "demo.png",
+            "demo.svg",
+            "gradient/test.json",
+            "hebbian/test.json",
+            "none/test.json",
+        ],
+    );
     let png = std::fs::read(d.join("demo.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5000);
     // a second demo reuses the finished runs
@@ -231,7 +246,7 @@ fn kernel_timings_are_a_table_of_positive_figures() {
         .collect();
     assert_eq!(rows.len(), 6, "{out}");
     for r in rows {
-        let cells: Vec<&str> = r.trim_matches('|').split('|').map(str::trim).collect();
+        let cells = table_cells(r);
         let us: f64 = cells[1].parse().unwrap();
         let gbs: f64 = cells[3].parse().unwrap();
         assert!(us > 0.0 && gbs > 0.0, "{r}");
@@ -253,7 +268,7 @@ fn bench_pools_the_steps_of_its_rounds() {
         .lines()
         .find(|l| l.starts_with("| cue-rnn-none"))
         .unwrap_or_else(|| panic!("{out}"));
-    let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+    let cells = table_cells(row);
     // "median (min–max)" over the two rounds' steps
     let (median, range) = cells[1].split_once(" (").unwrap();
     let (min, max) = range.trim_end_matches(')').split_once('–').unwrap();
