@@ -423,7 +423,7 @@ impl<F: Float> Network<F> {
                 *o += pb;
             }
         }
-        vec_mat(x, self.w(id), p.map(|p| &p[l.pw..l.pw + l.w_len()]), out);
+        vec_mat(x, self.w(id), self.pw(id, p), out);
     }
 
     #[inline]
@@ -537,15 +537,9 @@ impl<F: Float> Network<F> {
                 }
             }
             {
-                let l = self.layout().layer(LayerId::Out);
                 let (gy, ghn) = r.pair(GY, GHN);
                 ghn.fill(F::zero());
-                mat_vec(
-                    self.w(LayerId::Out),
-                    p.map(|p| &p[l.pw..l.pw + l.w_len()]),
-                    gy,
-                    ghn,
-                );
+                mat_vec(self.w(LayerId::Out), self.pw(LayerId::Out, p), gy, ghn);
             }
             {
                 let (mu, rstd) = (r.view().s(S_MU), r.view().s(S_RSTD));
@@ -1291,11 +1285,7 @@ impl<F: Float> Network<F> {
                     }
                 }
                 // (e) standard backward through the step
-                let pl = |id: LayerId| -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-                    let l = layout.layer(id);
-                    (l.pw..l.pb, l.pb..l.pb + l.cols)
-                };
-                let ptw = |id: LayerId| p_t.map(|p| &p[pl(id).0]);
+                let ptw = |id: LayerId| self.pw(id, p_t);
                 // output layer
                 let hn = v.f(HN);
                 if plastic {

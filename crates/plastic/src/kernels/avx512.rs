@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::LANES;
+use super::{Sweep, SweepOut, LANES};
 
 /// [`super::reduce`] of one register: lanes `l + 8`, then `l + 4`, then `(0 + 2) + (1 + 3)`.
 #[inline]
@@ -113,22 +113,27 @@ pub(super) fn mat_vec(w: &[f32], p: Option<&[f32]>, v: &[f32], x: &mut [f32]) {
 /// The rows of the update's backward sweep without clipping; see
 /// [`super::update_backward_rows`], whose operations and order this repeats.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 pub(super) fn update_backward_rows<const DA: bool, const K: usize>(
-    s: &mut [f32],
-    p: &[f32],
-    alpha: &[f32],
-    d_alpha: &mut [f32],
-    kappa: f32,
-    la: [&[f32]; K],
-    lb: [&[f32]; K],
-    deferred: Option<(f32, &[f32], &[f32])>,
-    pre: &[f32],
-    delta: &[f32],
-    d_pre: &mut [f32],
-    d_delta: &mut [f32],
-    eta: f32,
+    sw: Sweep<'_, f32, K>,
+    out: SweepOut<'_, f32>,
 ) -> (f32, f32) {
+    let Sweep {
+        p,
+        alpha,
+        kappa,
+        la,
+        lb,
+        deferred,
+        pre,
+        delta,
+        eta,
+    } = sw;
+    let SweepOut {
+        s,
+        d_alpha,
+        d_pre,
+        d_delta,
+    } = out;
     let (rows, cols) = (pre.len(), delta.len());
     assert!(s.len() == rows * cols && p.len() == s.len() && alpha.len() == s.len());
     assert!(d_pre.len() == rows && d_delta.len() == cols);
@@ -136,8 +141,8 @@ pub(super) fn update_backward_rows<const DA: bool, const K: usize>(
     for m in 0..K {
         assert!(la[m].len() == rows && lb[m].len() == cols);
     }
-    if let Some((_, pp, pd)) = deferred {
-        assert!(pp.len() == rows && pd.len() == cols);
+    if let Some(d) = deferred {
+        assert!(d.pre.len() == rows && d.delta.len() == cols);
     }
     let n = cols / LANES * LANES;
     let vk = _mm512_set1_ps(kappa);
@@ -148,7 +153,7 @@ pub(super) fn update_backward_rows<const DA: bool, const K: usize>(
         let ep = eta * pi;
         let vep = _mm512_set1_ps(ep);
         let (pep, pdelta) = match deferred {
-            Some((e, pp, pd)) => (e * pp[i], pd),
+            Some(d) => (d.eta * d.pre[i], d.delta),
             None => (0.0, delta),
         };
         let vpep = _mm512_set1_ps(pep);
@@ -254,19 +259,14 @@ pub(super) fn vec_mat(x: &[f32], w: &[f32], p: Option<&[f32]>, y: &mut [f32]) {
     let chunks = cols / LANES;
     let mut c = 0;
     while c < chunks {
-        let j0 = c * LANES;
-        let nc = (chunks - c).min(8);
-        match nc {
+        let (j0, step) = (c * LANES, block_width(chunks - c));
+        match step {
             8 => vec_mat_block::<8>(x, w, p, y, j0),
-            7 => vec_mat_block::<7>(x, w, p, y, j0),
-            6 => vec_mat_block::<6>(x, w, p, y, j0),
-            5 => vec_mat_block::<5>(x, w, p, y, j0),
             4 => vec_mat_block::<4>(x, w, p, y, j0),
-            3 => vec_mat_block::<3>(x, w, p, y, j0),
             2 => vec_mat_block::<2>(x, w, p, y, j0),
             _ => vec_mat_block::<1>(x, w, p, y, j0),
         }
-        c += nc;
+        c += step;
     }
     let j0 = chunks * LANES;
     if j0 < cols {
@@ -290,20 +290,22 @@ pub(super) fn vec_mat(x: &[f32], w: &[f32], p: Option<&[f32]>, y: &mut [f32]) {
 /// rows: `dst = keep·src + (η pre_i α) δ`, then `y += x_i (W + dst)`, row by row.
 #[inline]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 fn update_vec_mat_block<const NC: usize>(
     dst: &mut [f32],
-    src: &[f32],
-    alpha: &[f32],
-    pre: &[f32],
-    delta: &[f32],
-    eta: f32,
-    keep: f32,
+    u: &Update<'_>,
     x: &[f32],
     w: &[f32],
     y: &mut [f32],
     j0: usize,
 ) {
+    let Update {
+        src,
+        alpha,
+        pre,
+        delta,
+        eta,
+        keep,
+    } = *u;
     let cols = y.len();
     assert!(j0 + NC * LANES <= cols && delta.len() == cols);
     assert!(pre.len() == x.len() && w.len() == x.len() * cols);
@@ -338,39 +340,43 @@ fn update_vec_mat_block<const NC: usize>(
     }
 }
 
+/// The inputs of a plastic update without clipping: `dst = keep·src + (η pre_i α) δ`.
+#[derive(Clone, Copy)]
+pub(super) struct Update<'a> {
+    pub src: &'a [f32],
+    pub alpha: &'a [f32],
+    pub pre: &'a [f32],
+    pub delta: &'a [f32],
+    pub eta: f32,
+    pub keep: f32,
+}
+
+/// The column-block width, in sixteen-lane chunks, for `remaining` chunks: 8, 4, 2 or 1
+/// (at most eight accumulators held in registers).
+fn block_width(remaining: usize) -> usize {
+    match remaining {
+        n if n >= 8 => 8,
+        n if n >= 4 => 4,
+        n if n >= 2 => 2,
+        _ => 1,
+    }
+}
+
 /// The plastic update (no clipping, `Δ = pre ⊗ δ`) fused with `y += x·(W + dst)`; see
 /// [`super::plastic_update_vec_mat`]. `cols` must be a multiple of 16.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn update_vec_mat(
-    dst: &mut [f32],
-    src: &[f32],
-    alpha: &[f32],
-    pre: &[f32],
-    delta: &[f32],
-    eta: f32,
-    keep: f32,
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f32],
-) {
+pub(super) fn update_vec_mat(dst: &mut [f32], u: Update<'_>, x: &[f32], w: &[f32], y: &mut [f32]) {
     let chunks = y.len() / LANES;
     assert_eq!(chunks * LANES, y.len());
     let mut c = 0;
     while c < chunks {
-        let j0 = c * LANES;
-        let step = match chunks - c {
-            n if n >= 8 => 8,
-            n if n >= 4 => 4,
-            n if n >= 2 => 2,
-            _ => 1,
-        };
+        let (j0, step) = (c * LANES, block_width(chunks - c));
         let (d, yy) = (&mut *dst, &mut *y);
         match step {
-            8 => update_vec_mat_block::<8>(d, src, alpha, pre, delta, eta, keep, x, w, yy, j0),
-            4 => update_vec_mat_block::<4>(d, src, alpha, pre, delta, eta, keep, x, w, yy, j0),
-            2 => update_vec_mat_block::<2>(d, src, alpha, pre, delta, eta, keep, x, w, yy, j0),
-            _ => update_vec_mat_block::<1>(d, src, alpha, pre, delta, eta, keep, x, w, yy, j0),
+            8 => update_vec_mat_block::<8>(d, &u, x, w, yy, j0),
+            4 => update_vec_mat_block::<4>(d, &u, x, w, yy, j0),
+            2 => update_vec_mat_block::<2>(d, &u, x, w, yy, j0),
+            _ => update_vec_mat_block::<1>(d, &u, x, w, yy, j0),
         }
         c += step;
     }

@@ -287,22 +287,6 @@ kernel! {
 }
 
 kernel! {
-    /// `M_ij += a_i b_j` (a rank-1 update).
-    pub fn add_outer<F: Float>(m: &mut [F], a: &[F], b: &[F]) {
-        let cols = b.len();
-        debug_assert_eq!(m.len(), a.len() * cols);
-        for (i, &ai) in a.iter().enumerate() {
-            if ai == F::zero() {
-                continue;
-            }
-            for (mj, &bj) in m[i * cols..(i + 1) * cols].iter_mut().zip(b) {
-                *mj += ai * bj;
-            }
-        }
-    }
-}
-
-kernel! {
     /// The plastic update of one tensor (ALGORITHM.md §2.4–2.5), out of place:
     /// `dst = clamp((1 − λ)·src + η·α ⊙ (pre ⊗ δ))`. For a bias pass `pre = [1]`; `δ = None`
     /// means `Δ = 0` (a Hebbian bias), leaving only the decay.
@@ -370,21 +354,16 @@ pub fn plastic_update_vec_mat<F: Float>(
         if let Some(y32) = F::as_f32_mut(y) {
             let f = f32s::<F>;
             let keep = F::one() - lambda;
-            // SAFETY: simd() reports AVX-512F only where the CPU has it.
-            unsafe {
-                avx512::update_vec_mat(
-                    f32s_mut(dst),
-                    f(src),
-                    f(alpha),
-                    f(pre),
-                    f(delta),
-                    eta.f64() as f32,
-                    keep.f64() as f32,
-                    f(x),
-                    f(w),
-                    y32,
-                )
+            let u = avx512::Update {
+                src: f(src),
+                alpha: f(alpha),
+                pre: f(pre),
+                delta: f(delta),
+                eta: eta.f64() as f32,
+                keep: keep.f64() as f32,
             };
+            // SAFETY: simd() reports AVX-512F only where the CPU has it.
+            unsafe { avx512::update_vec_mat(f32s_mut(dst), u, f(x), f(w), y32) };
             return;
         }
     }
@@ -431,7 +410,7 @@ pub struct DeferredAlpha<'a, F> {
 /// One row of [`plastic_update_backward`] without clipping: forms
 /// `q = κ s + Σ_k a_k b_k`, accumulates `d_delta += ep α q`, `l += P q` (lane-wise, across
 /// rows) and (with `DA`) `dα += pep δ' s + ep δ q`, stores `q`, and returns
-/// `Σ_j α q δ` and the tail part of `Σ_j P q`.
+/// `Σ_j α q δ` and the tail part of `Σ_j P q`. Rows have at least 16 columns.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn update_backward_row<F: Float, const DA: bool, const K: usize>(
@@ -498,103 +477,149 @@ fn update_backward_row<F: Float, const DA: bool, const K: usize>(
         }
         s[j] = q;
     }
-    if n == 0 {
-        return (gt, lt);
-    }
     (reduce(&g) + gt, lt)
 }
 
-/// All rows of [`plastic_update_backward`] without clipping, with `K` lazy terms; returns
-/// the adjoints of η and λ.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn update_backward_rows<F: Float, const DA: bool, const K: usize>(
-    s: &mut [F],
-    p: &[F],
-    alpha: &[F],
-    d_alpha: &mut [F],
-    lazy: &LazyAdjoint<'_, F>,
-    deferred: Option<&DeferredAlpha<'_, F>>,
-    pre: &[F],
-    delta: &[F],
-    d_pre: &mut [F],
-    d_delta: &mut [F],
+/// What the rows of one backward sweep read (see [`plastic_update_backward`]), with `K`
+/// lazy terms: `P`, `α`, the lazy form of `dQ` (`κ`, `a_k`, `b_k`), the deferred `dα`
+/// term, `pre`, `δ` and `η`.
+#[derive(Clone, Copy)]
+struct Sweep<'a, F, const K: usize> {
+    p: &'a [F],
+    alpha: &'a [F],
+    kappa: F,
+    la: [&'a [F]; K],
+    lb: [&'a [F]; K],
+    deferred: Option<DeferredAlpha<'a, F>>,
+    pre: &'a [F],
+    delta: &'a [F],
     eta: F,
-) -> (F, F) {
-    let lb: [&[F]; K] = std::array::from_fn(|m| lazy.b[m]);
-    if delta.len() < LANES {
-        let la: [&[F]; K] = std::array::from_fn(|m| lazy.a[m]);
-        return narrow::update_backward_rows::<F, DA, K>(
-            s, p, alpha, d_alpha, lazy.kappa, la, lb, deferred, pre, delta, d_pre, d_delta, eta,
-        );
-    }
-    #[cfg(target_arch = "x86_64")]
-    if simd() == Simd::Avx512 {
-        if let Some(s32) = F::as_f32_mut(s) {
-            let (f, f_mut) = (f32s::<F>, f32s_mut::<F>);
-            let la32: [&[f32]; K] = std::array::from_fn(|m| f(lazy.a[m]));
-            let lb32: [&[f32]; K] = std::array::from_fn(|m| f(lb[m]));
-            let def = deferred.map(|d| (d.eta.f64() as f32, f(d.pre), f(d.delta)));
-            // SAFETY: simd() reports AVX-512F only where the CPU has it.
-            let (e, l) = unsafe {
-                avx512::update_backward_rows::<DA, K>(
-                    s32,
-                    f(p),
-                    f(alpha),
-                    f_mut(d_alpha),
-                    lazy.kappa.f64() as f32,
-                    la32,
-                    lb32,
-                    def,
-                    f(pre),
-                    f(delta),
-                    f_mut(d_pre),
-                    f_mut(d_delta),
-                    eta.f64() as f32,
-                )
-            };
-            return (F::of(e as f64), F::of(l as f64));
+}
+
+/// What the rows of one backward sweep write: the stored adjoint `S` (overwritten with
+/// `dQ'`), `dα` (empty unless the sweep accumulates it), `d_pre` and `d_delta`.
+struct SweepOut<'a, F> {
+    s: &'a mut [F],
+    d_alpha: &'a mut [F],
+    d_pre: &'a mut [F],
+    d_delta: &'a mut [F],
+}
+
+impl<'a, F: Float, const K: usize> Sweep<'a, F, K> {
+    /// The sweep of [`plastic_update_backward`]'s arguments; `lazy` must have `K` terms.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        lazy: &LazyAdjoint<'a, F>,
+        deferred: Option<&DeferredAlpha<'a, F>>,
+        p: &'a [F],
+        alpha: &'a [F],
+        pre: &'a [F],
+        delta: &'a [F],
+        eta: F,
+    ) -> Self {
+        Sweep {
+            p,
+            alpha,
+            kappa: lazy.kappa,
+            la: std::array::from_fn(|m| lazy.a[m]),
+            lb: std::array::from_fn(|m| lazy.b[m]),
+            deferred: deferred.copied(),
+            pre,
+            delta,
+            eta,
         }
     }
-    let cols = delta.len();
+
+    /// The same sweep in `f32`; only called where `F` is `f32`.
+    #[cfg(target_arch = "x86_64")]
+    fn to_f32(self) -> Sweep<'a, f32, K> {
+        let f = f32s::<F>;
+        Sweep {
+            p: f(self.p),
+            alpha: f(self.alpha),
+            kappa: self.kappa.f64() as f32,
+            la: self.la.map(f),
+            lb: self.lb.map(f),
+            deferred: self.deferred.map(|d| DeferredAlpha {
+                eta: d.eta.f64() as f32,
+                pre: f(d.pre),
+                delta: f(d.delta),
+            }),
+            pre: f(self.pre),
+            delta: f(self.delta),
+            eta: self.eta.f64() as f32,
+        }
+    }
+}
+
+/// All rows of [`plastic_update_backward`] without clipping; returns the adjoints of η and
+/// λ. Matrices narrower than a vector go to [`narrow`], `f32` on AVX-512 to [`avx512`],
+/// which repeat these operations in this order.
+#[inline(always)]
+fn update_backward_rows<F: Float, const DA: bool, const K: usize>(
+    sw: Sweep<'_, F, K>,
+    out: SweepOut<'_, F>,
+) -> (F, F) {
+    if sw.delta.len() < LANES {
+        return narrow::update_backward_rows::<F, DA, K>(sw, out);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd() == Simd::Avx512 && F::as_f32(sw.p).is_some() {
+        let f_mut = f32s_mut::<F>;
+        let out32 = SweepOut {
+            s: f_mut(out.s),
+            d_alpha: f_mut(out.d_alpha),
+            d_pre: f_mut(out.d_pre),
+            d_delta: f_mut(out.d_delta),
+        };
+        // SAFETY: simd() reports AVX-512F only where the CPU has it.
+        let (e, l) = unsafe { avx512::update_backward_rows::<DA, K>(sw.to_f32(), out32) };
+        return (F::of(e as f64), F::of(l as f64));
+    }
+    let SweepOut {
+        s,
+        d_alpha,
+        d_pre,
+        d_delta,
+    } = out;
+    let cols = sw.delta.len();
     let mut d_eta = F::zero();
     let mut l = [F::zero(); LANES];
     let mut lt = F::zero();
     let none: &[F] = &[];
-    for (i, &pi) in pre.iter().enumerate() {
+    for (i, &pi) in sw.pre.iter().enumerate() {
         let r = i * cols..(i + 1) * cols;
-        let la: [F; K] = std::array::from_fn(|m| lazy.a[m][i]);
-        let (pep, pdelta) = match deferred {
+        let la: [F; K] = std::array::from_fn(|m| sw.la[m][i]);
+        let (pep, pdelta) = match sw.deferred {
             Some(d) => (d.eta * d.pre[i], d.delta),
-            None => (F::zero(), if DA { delta } else { none }),
+            None => (F::zero(), if DA { sw.delta } else { none }),
         };
         let da = if DA {
             &mut d_alpha[r.clone()]
         } else {
             &mut [][..]
         };
-        let ep = eta * pi;
+        let ep = sw.eta * pi;
         let (g, t) = update_backward_row::<F, DA, K>(
             &mut s[r.clone()],
-            &p[r.clone()],
-            &alpha[r],
+            &sw.p[r.clone()],
+            &sw.alpha[r],
             da,
-            delta,
+            sw.delta,
             d_delta,
             ep,
-            lazy.kappa,
+            sw.kappa,
             la,
-            lb,
+            sw.lb,
             pep,
             pdelta,
             &mut l,
         );
         lt += t;
-        d_pre[i] += eta * g;
+        d_pre[i] += sw.eta * g;
         d_eta += pi * g;
     }
-    let l = if cols < LANES { lt } else { reduce(&l) + lt };
-    (d_eta, -l)
+    (d_eta, -(reduce(&l) + lt))
 }
 
 kernel! {
@@ -655,7 +680,7 @@ kernel! {
         let mut d_alpha = d_alpha;
         if let Some(c) = clip {
             // Materialise dQ, take the deferred dα term from the stored S, then mask; the
-            // sweep below then runs on dQ' with κ = 1 and no lazy terms.
+            // rows below then run on dQ' with κ = 1 and no lazy terms.
             for i in 0..rows {
                 let r = i * cols..(i + 1) * cols;
                 let (s, pr, a) = (&mut dp[r.clone()], &p[r.clone()], &alpha[r.clone()]);
@@ -675,20 +700,31 @@ kernel! {
                     s[j] = if v >= -c && v <= c { q } else { F::zero() };
                 }
             }
-            let plain = LazyAdjoint { kappa: F::one(), a: &[], b: &[] };
-            let (d_eta, d_lambda) = match d_alpha {
-                Some(da) => update_backward_rows::<F, true, 0>(dp, p, alpha, da, &plain, None, pre, delta, d_pre, d_delta, eta),
-                None => update_backward_rows::<F, false, 0>(dp, p, alpha, &mut [], &plain, None, pre, delta, d_pre, d_delta, eta),
-            };
-            return UpdateAdjoint { d_eta, d_lambda };
         }
-        let (d_eta, d_lambda) = match (d_alpha, lazy.a.len()) {
-            (Some(da), 0) => update_backward_rows::<F, true, 0>(dp, p, alpha, da, lazy, deferred, pre, delta, d_pre, d_delta, eta),
-            (Some(da), 1) => update_backward_rows::<F, true, 1>(dp, p, alpha, da, lazy, deferred, pre, delta, d_pre, d_delta, eta),
-            (Some(da), _) => update_backward_rows::<F, true, 2>(dp, p, alpha, da, lazy, deferred, pre, delta, d_pre, d_delta, eta),
-            (None, 0) => update_backward_rows::<F, false, 0>(dp, p, alpha, &mut [], lazy, None, pre, delta, d_pre, d_delta, eta),
-            (None, 1) => update_backward_rows::<F, false, 1>(dp, p, alpha, &mut [], lazy, None, pre, delta, d_pre, d_delta, eta),
-            (None, _) => update_backward_rows::<F, false, 2>(dp, p, alpha, &mut [], lazy, None, pre, delta, d_pre, d_delta, eta),
+        // the rows, with DA (whether dα is accumulated) and K (lazy terms) as constants
+        macro_rules! rows {
+            ($da:literal, $k:literal, $d_alpha:expr, $lazy:expr, $deferred:expr) => {
+                update_backward_rows::<F, $da, $k>(
+                    Sweep::new($lazy, $deferred, p, alpha, pre, delta, eta),
+                    SweepOut { s: dp, d_alpha: $d_alpha, d_pre, d_delta },
+                )
+            };
+        }
+        let (d_eta, d_lambda) = if clip.is_some() {
+            let plain = LazyAdjoint { kappa: F::one(), a: &[], b: &[] };
+            match d_alpha {
+                Some(da) => rows!(true, 0, da, &plain, None),
+                None => rows!(false, 0, &mut [], &plain, None),
+            }
+        } else {
+            match (d_alpha, lazy.a.len()) {
+                (Some(da), 0) => rows!(true, 0, da, lazy, deferred),
+                (Some(da), 1) => rows!(true, 1, da, lazy, deferred),
+                (Some(da), _) => rows!(true, 2, da, lazy, deferred),
+                (None, 0) => rows!(false, 0, &mut [], lazy, None),
+                (None, 1) => rows!(false, 1, &mut [], lazy, None),
+                (None, _) => rows!(false, 2, &mut [], lazy, None),
+            }
         };
         UpdateAdjoint { d_eta, d_lambda }
     }
@@ -740,13 +776,6 @@ mod tests {
             for i in 0..rows {
                 let e: f64 = 1.0 + (0..cols).map(|j| w[i * cols + j] * v[j]).sum::<f64>();
                 assert!((z2[i] - e).abs() < 1e-12);
-            }
-            let mut m = w.clone();
-            add_outer(&mut m, &x, &v);
-            for i in 0..rows {
-                for j in 0..cols {
-                    assert!((m[i * cols + j] - (w[i * cols + j] + x[i] * v[j])).abs() < 1e-14);
-                }
             }
         }
     }

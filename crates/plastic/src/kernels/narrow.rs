@@ -3,7 +3,7 @@
 //! on per-row overhead. Same operations and order as the general code's scalar tails, for
 //! every instruction set.
 
-use super::DeferredAlpha;
+use super::{Sweep, SweepOut};
 use crate::float::Float;
 
 /// `x_i += Σ_j (W_ij + P_ij) v_j`.
@@ -106,55 +106,46 @@ pub(super) fn plastic_update<F: Float>(
 /// The update's backward sweep without clipping (see `super::update_backward_rows`);
 /// returns the adjoints of η and λ.
 #[inline]
-#[allow(clippy::too_many_arguments)]
 pub(super) fn update_backward_rows<F: Float, const DA: bool, const K: usize>(
-    s: &mut [F],
-    p: &[F],
-    alpha: &[F],
-    d_alpha: &mut [F],
-    kappa: F,
-    la: [&[F]; K],
-    lb: [&[F]; K],
-    deferred: Option<&DeferredAlpha<'_, F>>,
-    pre: &[F],
-    delta: &[F],
-    d_pre: &mut [F],
-    d_delta: &mut [F],
-    eta: F,
+    sw: Sweep<'_, F, K>,
+    out: SweepOut<'_, F>,
 ) -> (F, F) {
-    // (indexing is bounds-checked; the dispatcher's caller passes matching lengths)
-    let (rows, cols) = (pre.len(), delta.len());
+    // (indexing is bounds-checked; the caller passes matching lengths)
+    let SweepOut {
+        s,
+        d_alpha,
+        d_pre,
+        d_delta,
+    } = out;
+    let (rows, cols) = (sw.pre.len(), sw.delta.len());
     let (mut d_eta, mut lt) = (F::zero(), F::zero());
-    if cols == 0 {
-        return (d_eta, -lt);
-    }
     for i in 0..rows {
-        let pi = pre[i];
-        let ep = eta * pi;
-        let (pep, pdelta) = match deferred {
+        let pi = sw.pre[i];
+        let ep = sw.eta * pi;
+        let (pep, pdelta) = match sw.deferred {
             Some(d) => (d.eta * d.pre[i], d.delta),
-            None => (F::zero(), delta),
+            None => (F::zero(), sw.delta),
         };
         let r = i * cols..(i + 1) * cols;
-        let (sr, pr, ar) = (&mut s[r.clone()], &p[r.clone()], &alpha[r.clone()]);
+        let (sr, pr, ar) = (&mut s[r.clone()], &sw.p[r.clone()], &sw.alpha[r.clone()]);
         let (mut gt, mut ltr) = (F::zero(), F::zero());
         for j in 0..cols {
             let s0 = sr[j];
-            let mut q = kappa * s0;
+            let mut q = sw.kappa * s0;
             for m in 0..K {
-                q += la[m][i] * lb[m][j];
+                q += sw.la[m][i] * sw.lb[m][j];
             }
             let aq = ar[j] * q;
             ltr += pr[j] * q;
-            gt += aq * delta[j];
+            gt += aq * sw.delta[j];
             d_delta[j] += ep * aq;
             if DA {
-                d_alpha[i * cols + j] += pep * pdelta[j] * s0 + ep * delta[j] * q;
+                d_alpha[i * cols + j] += pep * pdelta[j] * s0 + ep * sw.delta[j] * q;
             }
             sr[j] = q;
         }
         lt += ltr;
-        d_pre[i] += eta * gt;
+        d_pre[i] += sw.eta * gt;
         d_eta += pi * gt;
     }
     (d_eta, -lt)
