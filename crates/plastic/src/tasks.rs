@@ -49,15 +49,15 @@ pub struct SeqReproduction {
     pub value_dim: usize,
 }
 
-/// The function family of a regression episode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RegressionMode {
-    /// A linear map of `n_var` variables.
-    Linear,
-    /// `n_var → 2`, tanh, `2 → 1`.
-    Mlp,
-}
+crate::config::named_enum!(
+    /// The function family of a regression episode.
+    RegressionMode {
+        /// A linear map of `n_var` variables.
+        Linear => ["linear"],
+        /// `n_var → 2`, tanh, `2 → 1`.
+        Mlp => ["mlp"],
+    }
+);
 
 /// Few-shot regression: a random function per episode (PyTorch's default `Linear` init,
 /// `U(±1/sqrt(fan_in))`), `train_length + test_length` points `x ~ U(−1,1)^n_var`, values

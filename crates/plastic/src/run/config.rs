@@ -146,6 +146,10 @@ fn typed(key: &str, value: toml::Value, default: Option<&toml::Value>) -> Result
         (Some(V::Integer(_)), V::Integer(i)) => *i >= 0,
         (Some(V::Boolean(_)), V::Boolean(_)) => true,
         (Some(V::String(_)), V::String(_)) => true,
+        // a name spelled like a number or a boolean: let the name's check list the valid ones
+        (Some(V::String(_)), V::Integer(_) | V::Float(_) | V::Boolean(_)) => {
+            return Ok(V::String(value.to_string()))
+        }
         _ => false,
     };
     if ok {
@@ -270,9 +274,25 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The TOML text of this configuration.
+    /// The TOML text of this configuration: `seed` and `task`, then the task's keys, the
+    /// network's and the training knobs, each group in alphabetical order.
     pub fn to_toml(&self) -> String {
-        toml::to_string(&self.table()).expect("a run configuration always serialises")
+        let mut task = to_table(&self.task);
+        let mut head = toml::Table::new();
+        head.insert("seed".into(), self.table()["seed"].clone());
+        head.insert(
+            "task".into(),
+            task.remove("task").expect("a task is tagged"),
+        );
+        [
+            head,
+            task,
+            network_table(&self.network),
+            to_table(&self.train),
+        ]
+        .iter()
+        .map(|t| toml::to_string(t).expect("a run configuration always serialises"))
+        .collect()
     }
 
     /// Parses TOML; unknown keys, values of the wrong type and unknown names are errors that
@@ -542,10 +562,21 @@ mod tests {
             ("modulation=1", "`modulation`", "true or false"),
             ("weight_clip=big", "`weight_clip`", "none for off"),
             ("dtype=f16", "`dtype`", "f32, f64"),
+            ("rnn=1", "`rnn`", "rnn, lstm"),
+            ("plasticity=oja", "`plasticity`", "none, hebbian, gradient"),
         ] {
             let e = c.with_overrides(&[o]).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains(what), "{o}: {e}");
         }
+        let r = RunConfig::defaults("regression").unwrap();
+        let e = r
+            .with_overrides(&["task_mode=cubic"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`task_mode`") && e.contains("linear, mlp"),
+            "{e}"
+        );
         let e = RunConfig::from_toml("task = \"cue-reward\"\nlr = \"x\"\n")
             .unwrap_err()
             .to_string();
