@@ -40,9 +40,8 @@ macro_rules! named_enum {
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
                 let s = <String as serde::Deserialize>::deserialize(d)?;
-                let lower = s.to_ascii_lowercase();
-                $( if [$($s),+].contains(&lower.as_str()) { return Ok($name::$var); } )+
-                Err(serde::de::Error::custom(format!(
+                // the message alone: the caller says which key it is
+                s.parse().map_err(|_| serde::de::Error::custom(format!(
                     "unknown value `{}`; valid: {}", s, Self::valid()
                 )))
             }
