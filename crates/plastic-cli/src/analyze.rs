@@ -1,14 +1,18 @@
 //! `plastic analyze`: figures and tables of a sweep like the paper's: validation curves
 //! (mean and spread over seeds), test loss against a swept quantity with 95% intervals,
 //! ablation bars, the modulated plasticity rate η(t) along the episode, and a Markdown and
-//! CSV table of test mean ± 1.96 × standard error per configuration.
+//! CSV table of test mean ± 1.96 × standard error per configuration. For an evaluation
+//! sweep (`*_test`): η(t) before clipping, mean ± standard deviation over the test episodes
+//! of every seed, per rule and cell, and the test loss per configuration (and against the
+//! evaluated delay where the sweep varies it). Either works on whatever runs have finished.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use plastic::run::{self, sweep};
+use plastic::run;
+use plastic::run::sweep::{self, EvalResult, EvalSweep};
 
 use crate::plot::{self, Bar, BarGroup, LineChart, Series};
 
@@ -74,6 +78,9 @@ const ABLATIONS: [&str; 6] = [
 ];
 
 pub fn run(args: AnalyzeArgs) -> Result<()> {
+    if let Some(eval) = sweep::find_eval(&args.name) {
+        return analyze_eval(&args, eval);
+    }
     let sw = sweep::find(&args.name)?;
     let root = args.out.join(&args.name);
     let figdir = args
@@ -124,7 +131,12 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         g.curves.push(curve);
     }
     if groups.is_empty() {
-        bail!("no finished runs in {}", root.display());
+        bail!(
+            "no finished runs of {} in {} yet: `plastic sweep {}` trains them",
+            args.name,
+            root.display(),
+            args.name
+        );
     }
     let label = |g: &Group, skip: &[&str]| -> String {
         g.factors
@@ -428,4 +440,258 @@ fn chart(
         &dir.join(format!("{stem}.png")),
         &dir.join(format!("{stem}.svg")),
     )
+}
+
+/// The finished evaluations of one configuration (all seeds).
+struct EvalGroup {
+    factors: Vec<(String, String)>,
+    results: Vec<EvalResult>,
+}
+
+impl EvalGroup {
+    fn value(&self, key: &str) -> Option<&str> {
+        self.factors
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// η(t) before clipping: mean and standard deviation over the test episodes of every
+    /// seed (the seeds' episode counts are equal, so their moments pool by averaging).
+    fn eta(&self) -> (Vec<f64>, Vec<f64>) {
+        let n = self.results.len() as f64;
+        let t = self
+            .results
+            .iter()
+            .map(|r| r.report.plasticity_rate.mean.len())
+            .min()
+            .unwrap_or(0);
+        let mut mean = vec![0.0; t];
+        let mut second = vec![0.0; t];
+        for r in &self.results {
+            let rate = &r.report.plasticity_rate;
+            for s in 0..t {
+                mean[s] += rate.mean[s] / n;
+                second[s] += (rate.sd[s] * rate.sd[s] + rate.mean[s] * rate.mean[s]) / n;
+            }
+        }
+        let sd = mean
+            .iter()
+            .zip(&second)
+            .map(|(m, q)| (q - m * m).max(0.0).sqrt())
+            .collect();
+        (mean, sd)
+    }
+}
+
+fn analyze_eval(args: &AnalyzeArgs, eval: &EvalSweep) -> Result<()> {
+    let root = args.out.join(eval.name);
+    let figdir = args
+        .figures
+        .clone()
+        .unwrap_or_else(|| root.join("analysis"));
+    let mut dirs: Vec<PathBuf> = match std::fs::read_dir(&root) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(sweep::EVAL_RESULT).exists())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    dirs.sort();
+    if dirs.is_empty() {
+        bail!(
+            "no evaluations of {} in {} yet: `plastic sweep {}` makes them (from the finished \
+             runs of `plastic sweep {}`)",
+            eval.name,
+            root.display(),
+            eval.name,
+            eval.trained
+        );
+    }
+    std::fs::create_dir_all(&figdir).with_context(|| format!("creating {}", figdir.display()))?;
+    let mut groups: BTreeMap<Vec<(String, String)>, EvalGroup> = BTreeMap::new();
+    for dir in &dirs {
+        let r = sweep::read_eval_result(dir)?;
+        groups
+            .entry(r.factors.clone())
+            .or_insert_with(|| EvalGroup {
+                factors: r.factors.clone(),
+                results: Vec::new(),
+            })
+            .results
+            .push(r);
+    }
+    let factor_names: Vec<&str> = eval.factor_values().iter().map(|f| f.0).collect();
+    let cell_rule = |g: &EvalGroup| {
+        format!(
+            "{} {}",
+            g.value("rnn").unwrap_or("?"),
+            g.value("plasticity").unwrap_or("?")
+        )
+    };
+    // table of test losses
+    let mut md = format!(
+        "# {}: test loss (mean ± 1.96 × standard error over seeds)\n\n",
+        eval.name
+    );
+    if let Some(n) = &args.note {
+        md += &format!("{n}\n\n");
+    }
+    md += &format!(
+        "| {} | seeds | test loss | ± 95% |\n|{}---|---|---|\n",
+        factor_names.join(" | "),
+        "---|".repeat(factor_names.len())
+    );
+    let mut csv = format!("{},seeds,test_mean,ci95\n", factor_names.join(","));
+    for g in groups.values() {
+        let test: Vec<f64> = g.results.iter().map(|r| r.report.test_loss).collect();
+        let (m, ci) = mean_ci(&test);
+        let vals: Vec<&str> = factor_names
+            .iter()
+            .map(|k| g.value(k).unwrap_or(""))
+            .collect();
+        let ci_text = if ci.is_nan() {
+            "–".to_string()
+        } else {
+            format!("{ci:.5}")
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {m:.5} | {ci_text} |",
+            vals.join(" | "),
+            test.len()
+        );
+        let _ = writeln!(
+            csv,
+            "{},{},{m:.6e},{}",
+            vals.join(","),
+            test.len(),
+            if ci.is_nan() {
+                String::new()
+            } else {
+                format!("{ci:.6e}")
+            }
+        );
+    }
+    plastic::io::write_atomic(&figdir.join("table.md"), md.as_bytes())?;
+    plastic::io::write_atomic(&figdir.join("table.csv"), csv.as_bytes())?;
+    let mut written = vec!["table.md".to_string(), "table.csv".to_string()];
+    // η(t): one figure per cell (and value of the other factors), one series per rule
+    let mut eta_csv = String::from("configuration,seeds,step,eta_mean,eta_sd\n");
+    let mut figures: BTreeMap<String, Vec<&EvalGroup>> = BTreeMap::new();
+    for g in groups.values() {
+        let key: Vec<String> = g
+            .factors
+            .iter()
+            .filter(|(k, _)| k != "plasticity")
+            .map(|(k, v)| {
+                if k == "rnn" {
+                    v.clone()
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        figures.entry(key.join(" ")).or_default().push(g);
+    }
+    for (key, gs) in &figures {
+        let mut series = Vec::new();
+        for g in gs {
+            let (mean, sd) = g.eta();
+            let label: Vec<String> = g.factors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            for (t, (m, d)) in mean.iter().zip(&sd).enumerate() {
+                let _ = writeln!(
+                    eta_csv,
+                    "{},{},{},{m:.6e},{d:.6e}",
+                    label.join(" "),
+                    g.results.len(),
+                    t + 1
+                );
+            }
+            series.push(Series {
+                label: g.value("plasticity").unwrap_or("?").to_string(),
+                points: mean
+                    .iter()
+                    .enumerate()
+                    .map(|(t, m)| ((t + 1) as f64, *m))
+                    .collect(),
+                band: Some(
+                    mean.iter()
+                        .zip(&sd)
+                        .enumerate()
+                        .map(|(t, (m, d))| ((t + 1) as f64, m - d, m + d))
+                        .collect(),
+                ),
+            });
+        }
+        let (stem, title) = names(
+            "eta",
+            eval.name,
+            key,
+            "plasticity rate η(t) before clipping, mean ± sd over test episodes",
+        );
+        chart(
+            &figdir,
+            &stem,
+            &title,
+            "step t in the episode",
+            "η(t)",
+            &series,
+            false,
+        )?;
+        written.push(format!("{stem}.png"));
+    }
+    plastic::io::write_atomic(&figdir.join("eta.csv"), eta_csv.as_bytes())?;
+    // test loss against the varied task key, one series per cell and rule
+    if let Some(&(varied, _)) = eval
+        .factor_values()
+        .last()
+        .filter(|_| factor_names.len() > eval.trained_sweep().factor_names().len())
+    {
+        let mut lines: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
+        for g in groups.values() {
+            let x: f64 = g
+                .value(varied)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            let test: Vec<f64> = g.results.iter().map(|r| r.report.test_loss).collect();
+            let (m, ci) = mean_ci(&test);
+            lines
+                .entry(cell_rule(g))
+                .or_default()
+                .push((x, m, if ci.is_nan() { 0.0 } else { ci }));
+        }
+        let series: Vec<Series> = lines
+            .into_iter()
+            .map(|(name, mut pts)| {
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series {
+                    label: name,
+                    points: pts.iter().map(|p| (p.0, p.1)).collect(),
+                    band: Some(pts.iter().map(|p| (p.0, p.1 - p.2, p.1 + p.2)).collect()),
+                }
+            })
+            .collect();
+        let stem = format!("test_vs_{varied}");
+        chart(
+            &figdir,
+            &stem,
+            &format!("{}: test loss against {varied} (±95%)", eval.name),
+            varied,
+            "test loss",
+            &series,
+            false,
+        )?;
+        written.push(format!("{stem}.png"));
+    }
+    print!("{md}");
+    println!(
+        "\n{} evaluations of {} (finished runs of {}); wrote to {}: {}",
+        dirs.len(),
+        eval.name,
+        eval.trained,
+        figdir.display(),
+        written.join(", ")
+    );
+    Ok(())
 }

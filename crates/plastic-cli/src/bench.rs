@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use plastic::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use plastic::run::RunConfig;
-use plastic::{Loss, Network};
+use plastic::Network;
 
 /// Arguments of `plastic bench`.
 #[derive(clap::Args)]
@@ -418,7 +418,7 @@ fn child(task: &str, overrides: &[String], steps: usize) -> Result<()> {
         let ep = cfg
             .task
             .generate::<f32>(&mut plastic::run::train_rng(0, step), cfg.train.batch_size);
-        let mut g = net.loss_and_grad(&ep, Loss::Mse)?;
+        let mut g = net.loss_and_grad(&ep, cfg.task.loss())?;
         clip_grad_norm(&mut g.grads, &mask, cfg.train.grad_clip);
         opt.update(net.params_mut(), &g.grads);
         if step >= 2 {

@@ -10,9 +10,43 @@ mod sweep;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 
+use plastic::run::config::TaskKind;
 use plastic::run::{self, files, RunConfig, Start};
+use plastic::{CellKind, Rule};
+
+/// One of the library's named choices (cell, rule, task), for typed command-line values.
+trait Choice: Copy + Send + Sync + 'static {
+    /// Every value.
+    const ALL: &'static [Self];
+    /// The canonical spelling.
+    fn name(self) -> &'static str;
+}
+
+macro_rules! choice {
+    ($($t:ty),+) => {$(
+        impl Choice for $t {
+            const ALL: &'static [Self] = <$t>::ALL;
+            fn name(self) -> &'static str {
+                self.as_str()
+            }
+        }
+    )+};
+}
+choice!(CellKind, Rule, TaskKind);
+
+/// A clap parser straight to the typed value: `--help` and the error for anything else list
+/// the valid spellings.
+fn choice<T: Choice>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|v| v.name())).map(|s| {
+        *T::ALL
+            .iter()
+            .find(|v| v.name() == s)
+            .expect("clap accepts only the possible values")
+    })
+}
 
 #[derive(Parser)]
 #[command(
@@ -69,15 +103,15 @@ enum Command {
 
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// Task: cue-reward, seq-reproduction or regression.
-    #[arg(long, required_unless_present = "resume")]
-    task: Option<String>,
-    /// Cell: rnn or lstm.
-    #[arg(long)]
-    rnn: Option<String>,
-    /// Plasticity rule: gradient, hebbian or none.
-    #[arg(long)]
-    plasticity: Option<String>,
+    /// Task (not needed with --config, whose file names it).
+    #[arg(long, required_unless_present_any = ["resume", "config"], value_parser = choice::<TaskKind>())]
+    task: Option<TaskKind>,
+    /// Cell.
+    #[arg(long, value_parser = choice::<CellKind>())]
+    rnn: Option<CellKind>,
+    /// Plasticity rule.
+    #[arg(long, value_parser = choice::<Rule>())]
+    plasticity: Option<Rule>,
     /// Training steps (max_batch).
     #[arg(long)]
     steps: Option<usize>,
@@ -104,9 +138,26 @@ struct TrainArgs {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each said once: a cause whose text its parent already shows
+/// (an OS error inside "PATH: error") is left out.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out += ": ";
+        }
+        out += &text;
+    }
+    out
 }
 
 fn real_main(cli: Cli) -> Result<()> {
@@ -134,40 +185,41 @@ fn real_main(cli: Cli) -> Result<()> {
     }
 }
 
-/// The configuration a `train` command asks for.
+/// The configuration a `train` command asks for: the file's or the task's defaults, then
+/// the typed options, then `--set` overrides (which come last and win).
 fn resolve_config(args: &TrainArgs) -> Result<RunConfig> {
-    let mut cfg = match &args.config {
-        Some(path) => {
+    let mut cfg = match (&args.config, args.task) {
+        (Some(path), task) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            RunConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+            let cfg =
+                RunConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
+            if let Some(task) = task {
+                if task != TaskKind::of(&cfg.task) {
+                    bail!(
+                        "--task {task} disagrees with the configuration file's task {}",
+                        cfg.task.name()
+                    );
+                }
+            }
+            cfg
         }
-        None => RunConfig::defaults(args.task.as_deref().unwrap_or_default())?,
+        (None, Some(task)) => RunConfig::for_task(task),
+        (None, None) => bail!("give --task or --config"),
     };
-    if let Some(task) = &args.task {
-        if task != cfg.task.name() {
-            bail!(
-                "--task {task} disagrees with the configuration file's task {}",
-                cfg.task.name()
-            );
-        }
+    if let Some(v) = args.rnn {
+        cfg.network.rnn = v;
     }
-    let mut overrides = Vec::new();
-    if let Some(v) = &args.rnn {
-        overrides.push(format!("rnn={v}"));
-    }
-    if let Some(v) = &args.plasticity {
-        overrides.push(format!("plasticity={v}"));
+    if let Some(v) = args.plasticity {
+        cfg.network.plasticity = v;
     }
     if let Some(v) = args.steps {
-        overrides.push(format!("max_batch={v}"));
+        cfg.train.max_batch = v;
     }
     if let Some(v) = args.seed {
-        overrides.push(format!("seed={v}"));
+        cfg.seed = v;
     }
-    overrides.extend(args.set.iter().cloned());
-    cfg = cfg.with_overrides(&overrides)?;
-    Ok(cfg)
+    Ok(cfg.with_overrides(&args.set)?)
 }
 
 fn default_dir(cfg: &RunConfig) -> PathBuf {
@@ -212,6 +264,20 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 fn eval(dir: &Path, set: &[String], out: Option<PathBuf>) -> Result<()> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a folder; give the folder of a trained run (what `plastic train --out DIR` \
+             wrote)",
+            dir.display()
+        );
+    }
+    if !dir.join(files::CONFIG).exists() {
+        bail!(
+            "{} is not a run folder (it has no {}); give the folder of a trained run",
+            dir.display(),
+            files::CONFIG
+        );
+    }
     let report = run::eval::evaluate(dir, set)?;
     let out = out.unwrap_or_else(|| {
         let suffix: String = set
@@ -244,20 +310,17 @@ fn eval(dir: &Path, set: &[String], out: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// The demo's three runs: (rule, hidden size), non-plastic at 1.5× the hidden size.
-const DEMO_RUNS: [(&str, usize); 3] = [("gradient", 128), ("hebbian", 128), ("none", 192)];
-
 fn demo(out: &Path, steps: usize, seed: u64, overwrite: bool) -> Result<()> {
+    // the runs of the `cuereward_demo` sweep: RNN x rules, the non-plastic one 1.5x as wide
+    let runs = run::sweep::find("cuereward_demo")?.runs(Some(1), Some(steps))?;
     let mut series = Vec::new();
-    for (rule, hidden) in DEMO_RUNS {
-        let dir = out.join(rule);
-        let cfg = RunConfig::defaults("cue-reward")?.with_overrides(&[
-            "rnn=rnn".to_string(),
-            format!("plasticity={rule}"),
-            format!("hidden_size={hidden}"),
-            format!("max_batch={steps}"),
-            format!("seed={seed}"),
-        ])?;
+    for r in runs {
+        let rule = r.config.network.plasticity;
+        let hidden = r.config.network.hidden_size;
+        let dir = out.join(rule.as_str());
+        let mut cfg = r.config;
+        cfg.seed = seed;
+        cfg.validate()?;
         let start = if !overwrite && dir.join(files::CONFIG).exists() {
             let existing = run::read_config(&dir)?;
             if existing != cfg {

@@ -1,8 +1,6 @@
 //! Network configuration: cell, plasticity rule and every knob of ALGORITHM.md §1–2.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
@@ -23,32 +21,34 @@ macro_rules! named_enum {
                 Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
             }
         }
-        impl FromStr for $name {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
+        impl std::str::FromStr for $name {
+            type Err = $crate::error::Error;
+            fn from_str(s: &str) -> $crate::error::Result<Self> {
                 let lower = s.to_ascii_lowercase();
                 $( if [$($s),+].contains(&lower.as_str()) { return Ok($name::$var); } )+
-                Err(Error::Config(format!(
-                    "unknown {} `{}`; valid: {}", stringify!($name), s, Self::valid()
-                )))
+                Err($crate::error::Error::Config(format!("unknown value `{}`; valid: {}", s, Self::valid())))
             }
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
         }
-        impl Serialize for $name {
+        impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
-        impl<'de> Deserialize<'de> for $name {
+        impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                // the message alone: the caller says which key it is
+                s.parse().map_err(|_| serde::de::Error::custom(format!(
+                    "unknown value `{}`; valid: {}", s, Self::valid()
+                )))
             }
         }
     };
 }
+pub(crate) use named_enum;
 
 named_enum!(
     /// The recurrent cell (ALGORITHM.md §1.2).
@@ -110,7 +110,8 @@ pub struct NetworkConfig {
     pub p_wd: f64,
     /// Norm clip of the raw update (default 1).
     pub inner_grad_clip: f64,
-    /// Optional clamp of the plastic weights to `[−c, c]`.
+    /// Optional clamp of the plastic weights to `[−c, c]` (absent: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_clip: Option<f64>,
     /// LayerNorm on the hidden state (default off).
     pub layernorm: bool,

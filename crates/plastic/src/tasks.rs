@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::episode::Episodes;
+use crate::episode::{Episodes, Loss};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::rng::Rng;
@@ -49,15 +49,15 @@ pub struct SeqReproduction {
     pub value_dim: usize,
 }
 
-/// The function family of a regression episode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RegressionMode {
-    /// A linear map of `n_var` variables.
-    Linear,
-    /// `n_var → 2`, tanh, `2 → 1`.
-    Mlp,
-}
+crate::config::named_enum!(
+    /// The function family of a regression episode.
+    RegressionMode {
+        /// A linear map of `n_var` variables.
+        Linear => ["linear"],
+        /// `n_var → 2`, tanh, `2 → 1`.
+        Mlp => ["mlp"],
+    }
+);
 
 /// Few-shot regression: a random function per episode (PyTorch's default `Linear` init,
 /// `U(±1/sqrt(fan_in))`), `train_length + test_length` points `x ~ U(−1,1)^n_var`, values
@@ -68,7 +68,8 @@ pub enum RegressionMode {
 pub struct Regression {
     /// `linear` or `mlp`.
     pub task_mode: RegressionMode,
-    /// Number of input variables n.
+    /// Number of input variables n (default 10: the reference's `input_shape (12,)` is
+    /// n + 2).
     pub n_var: usize,
     /// Steps with the value shown (20).
     pub train_length: usize,
@@ -85,6 +86,14 @@ impl Task {
             Task::CueReward(_) => "cue-reward",
             Task::SeqReproduction(_) => "seq-reproduction",
             Task::Regression(_) => "regression",
+        }
+    }
+
+    /// The episode loss the task is trained and tested with (docs/algorithm.md §5): every
+    /// synthetic task predicts values, so the mean squared error.
+    pub fn loss(&self) -> Loss {
+        match self {
+            Task::CueReward(_) | Task::SeqReproduction(_) | Task::Regression(_) => Loss::Mse,
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{files, read_config, test_rng, RunConfig};
-use crate::episode::Loss;
+use crate::episode::step_loss as step_loss_of;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::network::Network;
@@ -34,7 +34,7 @@ pub struct EvalReport {
     pub batches: usize,
     /// First step that counts in the loss.
     pub test_begin: usize,
-    /// Loss at each step (MSE over batch and outputs).
+    /// Loss at each step (the task's episode loss of that step, mean over episodes).
     pub step_loss: Vec<f64>,
     /// η before norm clipping.
     pub plasticity_rate: Series,
@@ -62,9 +62,9 @@ pub fn evaluate(dir: &Path, overrides: &[String]) -> Result<EvalReport> {
                 .into(),
         ));
     }
-    match config.train.dtype.as_str() {
-        "f64" => run::<f64>(dir, &config, overrides),
-        _ => run::<f32>(dir, &config, overrides),
+    match config.train.dtype {
+        super::config::Dtype::F64 => run::<f64>(dir, &config, overrides),
+        super::config::Dtype::F32 => run::<f32>(dir, &config, overrides),
     }
 }
 
@@ -86,9 +86,10 @@ fn run<F: Float>(dir: &Path, config: &RunConfig, overrides: &[String]) -> Result
     let mut inner = vec![0.0; t];
     let mut acc: Vec<[Vec<f64>; 2]> = (0..5).map(|_| [vec![0.0; t], vec![0.0; t]]).collect();
     let mut n = 0usize;
+    let mut grad = vec![F::zero(); o];
     for _ in 0..batches {
         let ep = config.task.generate::<F>(&mut rng, config.train.batch_size);
-        let f = net.forward(&ep, Loss::Mse)?;
+        let f = net.forward(&ep, config.task.loss())?;
         loss += f.loss.f64();
         for b in 0..ep.batch {
             for s in 0..t {
@@ -104,12 +105,9 @@ fn run<F: Float>(dir: &Path, config: &RunConfig, overrides: &[String]) -> Result
                     a[0][s] += x;
                     a[1][s] += x * x;
                 }
-                let mut e = 0.0;
-                for j in 0..o {
-                    let d = f.outputs[k * o + j].f64() - ep.target[k * o + j].f64();
-                    e += d * d;
-                }
-                step_loss[s] += e / o as f64;
+                let (pred, target) = (&f.outputs[k * o..][..o], ep.y(b, s));
+                step_loss[s] +=
+                    step_loss_of(config.task.loss(), pred, target, F::one(), &mut grad).f64();
             }
             n += 1;
         }

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 
 pub use config::RunConfig;
 
-use crate::episode::Loss;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::io::write_atomic;
@@ -229,9 +228,9 @@ pub fn train(dir: &Path, start: Start, observer: &mut dyn Observer) -> Result<Su
             read_config(dir)?
         }
     };
-    match config.train.dtype.as_str() {
-        "f64" => Trainer::<f64>::new(dir, config)?.run(observer),
-        _ => Trainer::<f32>::new(dir, config)?.run(observer),
+    match config.train.dtype {
+        config::Dtype::F64 => Trainer::<f64>::new(dir, config)?.run(observer),
+        config::Dtype::F32 => Trainer::<f32>::new(dir, config)?.run(observer),
     }
 }
 
@@ -423,7 +422,7 @@ impl<F: Float> Trainer<F> {
                 .config
                 .task
                 .generate::<F>(&mut rng, self.config.train.batch_size);
-            sum += net.forward(&ep, Loss::Mse)?.loss.f64();
+            sum += net.forward(&ep, self.config.task.loss())?.loss.f64();
         }
         Ok(sum / self.config.train.test_batch as f64)
     }
@@ -493,7 +492,7 @@ impl<F: Float> Trainer<F> {
                 .config
                 .task
                 .generate::<F>(&mut train_rng(self.config.seed, step), tc.batch_size);
-            let mut g = self.net.loss_and_grad(&ep, Loss::Mse)?;
+            let mut g = self.net.loss_and_grad(&ep, self.config.task.loss())?;
             let loss = g.loss.f64();
             if !loss.is_finite() || g.grads.iter().any(|v| !v.is_finite()) {
                 return Err(Error::Diverged(format!(
@@ -533,7 +532,7 @@ pub fn test_loss<F: Float>(config: &RunConfig, net: &Network<F>) -> Result<f64> 
     let mut sum = 0.0;
     for _ in 0..config.train.test_batch {
         let ep = config.task.generate::<F>(&mut rng, config.train.batch_size);
-        sum += net.forward(&ep, Loss::Mse)?.loss.f64();
+        sum += net.forward(&ep, config.task.loss())?.loss.f64();
     }
     Ok(sum / config.train.test_batch as f64)
 }

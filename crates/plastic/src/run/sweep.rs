@@ -1,10 +1,17 @@
-//! The paper's named experiments (ALGORITHM.md §6) as sweeps: the factors crossed, the
+//! The paper's named experiments (docs/algorithm.md §6) as sweeps: the factors crossed, the
 //! seeds, the model-size matching and the step counts of the reference's
-//! `configs/experiments.py`.
+//! `configs/experiments.py`; its evaluation experiments (`*_test`) as [`EvalSweep`]s over
+//! a finished training sweep; and [`Only`], the selection of a subset of a sweep's runs.
 
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::eval::{evaluate, EvalReport};
 use super::RunConfig;
 use crate::config::{CellKind, InnerLrMode, Rule};
 use crate::error::{Error, Result};
+use crate::io::write_atomic;
 
 /// One run of a sweep.
 #[derive(Debug, Clone, PartialEq)]
@@ -286,10 +293,9 @@ pub const SWEEPS: &[Sweep] = &[
 /// The sweep called `name`, or an error listing the valid names.
 pub fn find(name: &str) -> Result<&'static Sweep> {
     SWEEPS.iter().find(|s| s.name == name).ok_or_else(|| {
-        let names: Vec<&str> = SWEEPS.iter().map(|s| s.name).collect();
         Error::Config(format!(
             "unknown sweep `{name}`; valid: {}",
-            names.join(", ")
+            all_names().join(", ")
         ))
     })
 }
@@ -298,6 +304,11 @@ impl Sweep {
     /// The task of every run.
     pub fn task(&self) -> &'static str {
         self.task
+    }
+
+    /// The factors and their values, in order.
+    pub fn factor_values(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        self.factors
     }
 
     /// The factor names, in order.
@@ -375,22 +386,260 @@ fn short(key: &str) -> &str {
     }
 }
 
-/// A rough estimate of a run's wall-clock seconds on a 2-core machine, from the measured
-/// cost per plastic weight and step (`plastic bench`).
-pub fn estimate_seconds(cfg: &RunConfig) -> f64 {
-    let c = cfg.network_config();
-    let (i, h, d) = (c.input_size, c.hidden_size, c.full_output_size());
-    let gh = c.gates() * h;
-    let weights = (i * h + 2 * h * gh + h * d) as f64;
-    let ns = match c.plasticity {
-        Rule::Gradient => 0.95,
-        Rule::Hebbian => 0.7,
-        Rule::None => 0.25,
-    };
-    let step = ns * 1e-9 * weights * (cfg.train.batch_size * cfg.task.steps()) as f64;
-    let logs = (cfg.train.max_batch / cfg.train.log_every + 2) as f64;
-    // validation and test: forward passes, about a third of a training step each
-    step * (cfg.train.max_batch as f64 + logs * cfg.train.test_batch as f64 / 3.0)
+/// A selection of a sweep's runs by factor values (`--only rnn=lstm --only
+/// plasticity=gradient,hebbian`): a run is selected when, for every factor named, its value
+/// is one of those listed. No factor named selects every run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Only {
+    chosen: Vec<(String, Vec<String>)>,
+}
+
+impl Only {
+    /// Parses `factor=v1,v2` items against the sweep's `factors` (name and values); an
+    /// unknown factor or value is an error that lists the valid ones. The same factor named
+    /// twice selects the union of its values.
+    pub fn parse<S: AsRef<str>>(items: &[S], factors: &[(&str, &[&str])]) -> Result<Only> {
+        let mut only = Only::default();
+        let names = || factors.iter().map(|f| f.0).collect::<Vec<_>>().join(", ");
+        for item in items {
+            let item = item.as_ref();
+            let (key, values) = item.split_once('=').ok_or_else(|| {
+                Error::Config(format!(
+                    "--only `{item}` is not of the form factor=value[,value...]; factors: {}",
+                    names()
+                ))
+            })?;
+            let key = key.trim();
+            let (_, valid) = factors.iter().find(|f| f.0 == key).ok_or_else(|| {
+                Error::Config(format!(
+                    "--only: this sweep has no factor `{key}`; its factors: {}",
+                    names()
+                ))
+            })?;
+            let slot = match only.chosen.iter().position(|c| c.0 == key) {
+                Some(k) => k,
+                None => {
+                    only.chosen.push((key.to_string(), Vec::new()));
+                    only.chosen.len() - 1
+                }
+            };
+            for v in values.split(',').map(str::trim) {
+                if !valid.contains(&v) {
+                    return Err(Error::Config(format!(
+                        "--only: `{v}` is not a value of factor `{key}` in this sweep; valid: {}",
+                        valid.join(", ")
+                    )));
+                }
+                if !only.chosen[slot].1.iter().any(|x| x == v) {
+                    only.chosen[slot].1.push(v.to_string());
+                }
+            }
+        }
+        Ok(only)
+    }
+
+    /// Whether a run with these factor values is selected.
+    pub fn selects(&self, factors: &[(String, String)]) -> bool {
+        self.chosen.iter().all(|(key, values)| {
+            factors
+                .iter()
+                .any(|(k, v)| k == key && values.iter().any(|x| x == v))
+        })
+    }
+
+    /// Whether nothing is selected away.
+    pub fn is_everything(&self) -> bool {
+        self.chosen.is_empty()
+    }
+}
+
+/// A named evaluation experiment, after the reference's `*_test` experiments: it reloads the
+/// best parameters of some of a finished training sweep's runs, evaluates them on the fixed
+/// test set (the task possibly changed, e.g. a longer delay) and keeps, at every step of the
+/// episode, the mean and standard deviation over the test episodes of the plasticity rate
+/// η(t) before norm clipping (docs/algorithm.md §2), for the paper's figures of η(t).
+#[derive(Debug, Clone)]
+pub struct EvalSweep {
+    /// Name (`cuereward_large_test`, ...).
+    pub name: &'static str,
+    /// One line on what it shows.
+    pub about: &'static str,
+    /// The training sweep whose runs it evaluates.
+    pub trained: &'static str,
+    /// Which of the training sweep's runs: the values kept of some of its factors.
+    keep: &'static [(&'static str, &'static [&'static str])],
+    /// A task key changed at evaluation: (factor name, task key, values).
+    vary: Option<(&'static str, &'static str, &'static [&'static str])>,
+}
+
+/// Every named evaluation sweep.
+pub const EVAL_SWEEPS: &[EvalSweep] = &[
+    EvalSweep {
+        name: "cuereward_large_test",
+        about: "η(t) of cuereward_large's plastic runs on the test set",
+        trained: "cuereward_large",
+        keep: &[("plasticity", PLASTIC)],
+        vary: None,
+    },
+    EvalSweep {
+        name: "seqreproduction_long_compare_delay_test",
+        about: "η(t) and test loss of the delay-40 plastic LSTMs at delays 0–80",
+        trained: "seqreproduction_long_compare_delay",
+        keep: &[
+            ("delay", &["40"]),
+            ("rnn", &["lstm"]),
+            ("plasticity", PLASTIC),
+        ],
+        // The reference loops over `[40]`, the trained delay, so its version never tests
+        // another delay; this does what the loop was for.
+        vary: Some(("eval_delay", "delay", &["0", "20", "40", "60", "80"])),
+    },
+    EvalSweep {
+        name: "regression_mlp_test",
+        about: "η(t) of regression_mlp's plastic runs (train length 20) on the test set",
+        trained: "regression_mlp",
+        keep: &[("train_length", &["20"]), ("plasticity", PLASTIC)],
+        vary: None,
+    },
+];
+
+/// One evaluation of an [`EvalSweep`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalRun {
+    /// Folder name inside the evaluation sweep's folder.
+    pub name: String,
+    /// Folder name of the evaluated run inside the training sweep's folder.
+    pub trained_run: String,
+    /// The training run's factor values, then the evaluation's own (e.g. `eval_delay`).
+    pub factors: Vec<(String, String)>,
+    /// The overrides of the task applied at evaluation (as for `plastic eval --set`).
+    pub overrides: Vec<String>,
+    /// The configuration evaluated (the training run's, with the overrides).
+    pub config: RunConfig,
+}
+
+/// What an evaluation sweep keeps of one evaluation (`eval.json` in its folder).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    /// The evaluated run's folder.
+    pub trained_run: PathBuf,
+    /// The factor values (training run's, then the evaluation's).
+    pub factors: Vec<(String, String)>,
+    /// The evaluation: test loss and, at every step, η(t) before clipping
+    /// (`plasticity_rate`: mean and standard deviation over the test episodes) and more.
+    pub report: EvalReport,
+}
+
+/// The file of an evaluation's result inside its folder.
+pub const EVAL_RESULT: &str = "eval.json";
+
+/// The evaluation sweep called `name`, if there is one.
+pub fn find_eval(name: &str) -> Option<&'static EvalSweep> {
+    EVAL_SWEEPS.iter().find(|s| s.name == name)
+}
+
+/// Every sweep name, training and evaluation (for error messages).
+pub fn all_names() -> Vec<&'static str> {
+    SWEEPS
+        .iter()
+        .map(|s| s.name)
+        .chain(EVAL_SWEEPS.iter().map(|s| s.name))
+        .collect()
+}
+
+impl EvalSweep {
+    /// The training sweep it evaluates.
+    pub fn trained_sweep(&self) -> &'static Sweep {
+        find(self.trained).expect("every evaluation sweep names a training sweep")
+    }
+
+    /// Its factors and their values: the training sweep's (restricted to the kept values),
+    /// then the evaluation's own.
+    pub fn factor_values(&self) -> Vec<(&'static str, &'static [&'static str])> {
+        let mut f: Vec<(&'static str, &'static [&'static str])> = self
+            .trained_sweep()
+            .factors
+            .iter()
+            .map(|&(k, values)| {
+                let kept = self.keep.iter().find(|(key, _)| *key == k);
+                (k, kept.map_or(values, |(_, v)| *v))
+            })
+            .collect();
+        if let Some((name, _, values)) = self.vary {
+            f.push((name, values));
+        }
+        f
+    }
+
+    /// Every evaluation, for the training sweep's runs with `seeds` seeds (default: the
+    /// sweep's); `set` are further overrides of every evaluation (e.g. `test_batch=10`).
+    pub fn runs(&self, seeds: Option<usize>, set: &[String]) -> Result<Vec<EvalRun>> {
+        let trained = self.trained_sweep().runs(seeds, None)?;
+        let mut runs = Vec::new();
+        for t in trained {
+            let kept = self.keep.iter().all(|(k, values)| {
+                t.factors
+                    .iter()
+                    .any(|(key, v)| key == k && values.contains(&v.as_str()))
+            });
+            if !kept {
+                continue;
+            }
+            let variants: Vec<Option<(&str, &str, &str)>> = match self.vary {
+                None => vec![None],
+                Some((name, key, values)) => values.iter().map(|v| Some((name, key, *v))).collect(),
+            };
+            for variant in variants {
+                let mut factors = t.factors.clone();
+                let mut overrides = Vec::new();
+                let mut name = t.name.clone();
+                if let Some((factor, key, v)) = variant {
+                    factors.push((factor.to_string(), v.to_string()));
+                    overrides.push(format!("{key}={v}"));
+                    name = format!("{name}-{factor}{v}");
+                }
+                overrides.extend(set.iter().cloned());
+                let config = t.config.with_overrides(&overrides)?;
+                runs.push(EvalRun {
+                    name,
+                    trained_run: t.name.clone(),
+                    factors,
+                    overrides,
+                    config,
+                });
+            }
+        }
+        Ok(runs)
+    }
+}
+
+impl EvalRun {
+    /// Whether this evaluation's result is in `dir` (with the same overrides).
+    pub fn is_finished(&self, dir: &Path) -> bool {
+        read_eval_result(dir).is_ok_and(|r| r.report.overrides == self.overrides)
+    }
+
+    /// Evaluates the best parameters of the training run in `trained_dir` and writes the
+    /// result to `dir`/[`EVAL_RESULT`].
+    pub fn evaluate(&self, trained_dir: &Path, dir: &Path) -> Result<EvalResult> {
+        let report = evaluate(trained_dir, &self.overrides)?;
+        let result = EvalResult {
+            trained_run: trained_dir.to_path_buf(),
+            factors: self.factors.clone(),
+            report,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let json = serde_json::to_string_pretty(&result).expect("an evaluation serialises");
+        write_atomic(&dir.join(EVAL_RESULT), json.as_bytes())?;
+        Ok(result)
+    }
+}
+
+/// Reads the result of an evaluation sweep's run.
+pub fn read_eval_result(dir: &Path) -> Result<EvalResult> {
+    let path = dir.join(EVAL_RESULT);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
 }
 
 #[cfg(test)]
@@ -428,6 +677,100 @@ mod tests {
             .contains("cuereward_demo"));
         for s in SWEEPS {
             assert!(!s.runs(Some(1), Some(1)).unwrap().is_empty(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn only_selects_exactly_the_matching_runs() {
+        let s = find("seqreproduction_delay").unwrap();
+        let all = s.runs(None, None).unwrap();
+        let only = Only::parse(
+            &["rnn=lstm", "plasticity=gradient,hebbian", "delay=40"],
+            s.factor_values(),
+        )
+        .unwrap();
+        let picked: Vec<&SweepRun> = all.iter().filter(|r| only.selects(&r.factors)).collect();
+        assert_eq!(picked.len(), 2 * 4);
+        for r in &all {
+            let f = |k: &str| {
+                r.factors
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .unwrap()
+                    .1
+                    .clone()
+            };
+            let expected = f("rnn") == "lstm" && f("plasticity") != "none" && f("delay") == "40";
+            assert_eq!(only.selects(&r.factors), expected, "{}", r.name);
+        }
+        // the same factor twice: the union
+        let twice = Only::parse(&["delay=0", "delay=10,0"], s.factor_values()).unwrap();
+        assert_eq!(
+            all.iter().filter(|r| twice.selects(&r.factors)).count(),
+            2 * 6 * 4
+        );
+        assert!(Only::parse::<&str>(&[], s.factor_values())
+            .unwrap()
+            .is_everything());
+        let e = Only::parse(&["cell=lstm"], s.factor_values())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`cell`") && e.contains("delay, rnn, plasticity"),
+            "{e}"
+        );
+        let e = Only::parse(&["delay=30"], s.factor_values())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`30`") && e.contains("0, 10, 20, 40, 60"), "{e}");
+        let e = Only::parse(&["delay"], s.factor_values())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("factor=value"), "{e}");
+    }
+
+    #[test]
+    fn evaluation_sweeps_pick_the_references_runs() {
+        let cue = find_eval("cuereward_large_test")
+            .unwrap()
+            .runs(None, &[])
+            .unwrap();
+        // {RNN, LSTM} x {gradient, hebbian} x 4 seeds, the trained task unchanged
+        assert_eq!(cue.len(), 16);
+        assert!(cue
+            .iter()
+            .all(|r| r.overrides.is_empty() && r.name == r.trained_run));
+        let reg = find_eval("regression_mlp_test")
+            .unwrap()
+            .runs(None, &[])
+            .unwrap();
+        assert_eq!(reg.len(), 16);
+        assert!(reg.iter().all(|r| r.trained_run.starts_with("train20-")));
+        let seq = find_eval("seqreproduction_long_compare_delay_test").unwrap();
+        let runs = seq.runs(Some(1), &["test_batch=3".to_string()]).unwrap();
+        assert_eq!(runs.len(), 2 * 5);
+        for r in &runs {
+            assert!(
+                r.trained_run.starts_with("delay40-lstm-"),
+                "{}",
+                r.trained_run
+            );
+            let d = r.factors.last().unwrap();
+            assert_eq!(d.0, "eval_delay");
+            assert_eq!(r.name, format!("{}-eval_delay{}", r.trained_run, d.1));
+            match &r.config.task {
+                crate::tasks::Task::SeqReproduction(t) => {
+                    assert_eq!(t.delay.to_string(), d.1)
+                }
+                _ => unreachable!(),
+            }
+            assert_eq!(r.config.train.test_batch, 3);
+        }
+        let names: Vec<&str> = seq.factor_values().iter().map(|f| f.0).collect();
+        assert_eq!(names, ["delay", "rnn", "plasticity", "eval_delay"]);
+        assert_eq!(seq.factor_values()[1].1, &["lstm"]);
+        for e in EVAL_SWEEPS {
+            assert!(find(e.trained).is_ok() && find_eval(e.name).is_some());
         }
     }
 }
