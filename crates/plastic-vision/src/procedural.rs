@@ -1,0 +1,1 @@
+//! A procedural image data set (in progress).
