@@ -17,7 +17,9 @@ const VALID: [&str; 5] = [
 ];
 
 fn data_file(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -42,7 +44,10 @@ fn every_python_pickle_reads_exactly() {
 #[test]
 fn wrong_dtype_and_rank_are_clear_errors() {
     let err = read_dataset_pickle(data_file("bad_float32.pickle")).unwrap_err();
-    assert!(err.contains("dtype `<f4`") && err.contains("uint8"), "{err}");
+    assert!(
+        err.contains("dtype `<f4`") && err.contains("uint8"),
+        "{err}"
+    );
     let err = read_dataset_pickle(data_file("bad_3d.pickle")).unwrap_err();
     assert!(err.contains("[6, 2, 6]") && err.contains("4-D"), "{err}");
 }
@@ -72,10 +77,19 @@ fn other_python_objects_are_rejected() {
 #[test]
 fn writer_round_trips_large_labels_and_sizes() {
     let shape = [3, 32, 32, 3];
-    let data: Vec<u8> = (0..shape.iter().product::<usize>()).map(|i| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..shape.iter().product::<usize>())
+        .map(|i| (i % 251) as u8)
+        .collect();
     let labels = vec![0, 99, 1 << 35];
     let got = read_dataset_pickle(write_dataset_pickle(&data, shape, &labels)).unwrap();
-    assert_eq!(got, DatasetPickle { data, shape, labels });
+    assert_eq!(
+        got,
+        DatasetPickle {
+            data,
+            shape,
+            labels
+        }
+    );
 }
 
 /// A random mutation of `bytes`: flipped bytes, a truncation, an insertion, a deleted or
