@@ -299,7 +299,7 @@ pub fn generate(config: &ProceduralConfig, phase: Phase) -> Result<ImageDataset>
             render(config.seed, classes.start + k, &prototypes[k], index, out);
         });
     let labels: Vec<i64> = classes
-        .flat_map(|c| std::iter::repeat(c as i64).take(config.images_per_class))
+        .flat_map(|c| (0..config.images_per_class).map(move |_| c as i64))
         .collect();
     ImageDataset::new(
         DatasetKind::CifarFs,
