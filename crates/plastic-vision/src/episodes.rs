@@ -77,6 +77,8 @@ pub struct FscBatch<F> {
     pub test_begin: usize,
     /// The data set's category id of each class index, `(B, way)`.
     pub categories: Vec<i64>,
+    /// The data set index of every step's image, `(B, T)`.
+    pub image_ids: Vec<usize>,
     batch: usize,
     steps: usize,
     way: usize,
@@ -283,6 +285,7 @@ impl EpisodeSampler {
         let mut extra_input = vec![F::zero(); batch * steps * way];
         let mut labels = Vec::with_capacity(batch * steps);
         let mut categories = Vec::with_capacity(batch * way);
+        let mut image_ids = Vec::with_capacity(batch * steps);
         for (b, plan) in plans.into_iter().enumerate() {
             for (t, &label) in plan.labels.iter().enumerate() {
                 if t < test_begin {
@@ -291,6 +294,7 @@ impl EpisodeSampler {
             }
             labels.extend(plan.labels);
             categories.extend(plan.categories);
+            image_ids.extend(plan.images);
         }
         FscBatch {
             images,
@@ -298,6 +302,7 @@ impl EpisodeSampler {
             labels,
             test_begin,
             categories,
+            image_ids,
             batch,
             steps,
             way,

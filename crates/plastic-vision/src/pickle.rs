@@ -456,6 +456,12 @@ impl<'a> Machine<'a> {
         loop {
             let at = self.pos;
             let op = self.take(1, "an opcode")?[0];
+            if at == 0 && op != 0x80 {
+                return Err(format!(
+                    "not a pickle of protocol 2 to 5: it starts with byte 0x{op:02x}, not the \
+                     PROTO opcode 0x80"
+                ));
+            }
             match op {
                 0x80 => {
                     // PROTO
