@@ -29,6 +29,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sets.iter().map(|s| s.len()).sum::<usize>(),
         start.elapsed().as_secs_f64()
     );
+    let train = &sets[0];
+    let (mut sum, mut sq) = ([0.0f64; 3], [0.0f64; 3]);
+    for px in train.images().chunks(3) {
+        for c in 0..3 {
+            let v = px[c] as f64;
+            sum[c] += v;
+            sq[c] += v * v;
+        }
+    }
+    let n = (train.images().len() / 3) as f64;
+    let mean = sum.map(|s| s / n);
+    let std: Vec<f64> = (0..3)
+        .map(|c| (sq[c] / n - mean[c] * mean[c]).sqrt())
+        .collect();
+    println!("train pixels × 255: mean {mean:.2?}, std {std:.2?}");
     let test = &sets[2];
     let (cols, s) = (12usize, 32usize);
     let rows = test.classes().len();
