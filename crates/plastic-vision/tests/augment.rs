@@ -237,3 +237,82 @@ fn normalisation_uses_the_data_sets_constants() {
         assert_ne!(train, out);
     }
 }
+
+/// torchvision's tensor transforms on one image (`tests/data/make_augment_fixture.py`).
+/// Tolerance 1e-4: torchvision's grayscale uses 0.2989 for red where we use 0.299 (PIL's
+/// weight), a difference below 4e-5 after blending; the rest is float32 rounding.
+#[test]
+fn augmentation_matches_torchvision() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/augment_torchvision.json"
+    );
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let size = fixture["size"].as_u64().unwrap() as usize;
+    let img: Vec<u8> = fixture["image_hwc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    let x = tensor(&img, size);
+    let mut checked = 0;
+    for case in fixture["cases"].as_array().unwrap() {
+        let expected: Vec<f64> = case["out"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let factor = case["factor"].as_f64().unwrap_or(1.0) as f32;
+        let field = |k: &str| case[k].as_u64().unwrap() as usize;
+        let op = case["op"].as_str().unwrap();
+        let got = match op {
+            "crop" => crop(&x, size, field("padding"), field("top"), field("left")),
+            "brightness" | "contrast" | "saturation" => {
+                let adj = match op {
+                    "brightness" => ColorAdjustment::Brightness,
+                    "contrast" => ColorAdjustment::Contrast,
+                    _ => ColorAdjustment::Saturation,
+                };
+                let mut y = x.clone();
+                adjust(&mut y, adj, factor);
+                y
+            }
+            "flip" => {
+                let mut y = x.clone();
+                flip_horizontal(&mut y, size);
+                y
+            }
+            "normalize_cifar_fs" => {
+                let mut y = x.clone();
+                normalize(&mut y, DatasetKind::CifarFs);
+                y
+            }
+            "sequence" => {
+                let params = AugmentParams {
+                    crop_top: 1,
+                    crop_left: 3,
+                    jitter: [
+                        (ColorAdjustment::Saturation, 1.3),
+                        (ColorAdjustment::Brightness, 0.7),
+                        (ColorAdjustment::Contrast, 1.2),
+                    ],
+                    flip: true,
+                };
+                augment(&img, size, 2, &params)
+            }
+            other => panic!("unknown case {other}"),
+        };
+        assert_eq!(got.len(), expected.len(), "{op}");
+        let err = got
+            .iter()
+            .zip(&expected)
+            .map(|(&g, &e)| (g as f64 - e).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-4, "{op} factor {factor}: max error {err}");
+        checked += 1;
+    }
+    assert_eq!(checked, 19);
+}
