@@ -6,7 +6,8 @@
 //! or, with `replace_unresolved_globals`, replaces them by `None`, losing the pixels. So
 //! this module is a small pickle machine for exactly the opcodes these files use, as
 //! written by Python 2 (protocol 2, the pixel payload a `str`, read as latin1 bytes) and by
-//! Python 3 (protocols 2–5, with numpy 1.x or 2.x module names). Everything else is an
+//! Python 3 (protocols 2–5, with numpy 1.x or 2.x module names), and also the text and
+//! early binary protocols 0 and 1 (Python 2's default). Everything else is an
 //! error naming the opcode and its offset. Every length is checked against the remaining
 //! input before anything is allocated, containers nest at most [`MAX_DEPTH`] deep, and no
 //! recursion depends on the input, so a corrupt or hostile file gives an error, never a
@@ -197,6 +198,18 @@ impl<'a> Machine<'a> {
             .ok_or_else(|| format!("unterminated text line at offset {}", self.pos))?;
         self.pos += end + 1;
         std::str::from_utf8(&rest[..end]).map_err(|_| "a global name is not UTF-8".to_string())
+    }
+
+    /// A line of any length (the argument of the text opcodes `S` and `V`, which can hold
+    /// a whole pixel payload), without its newline.
+    fn long_line(&mut self) -> Result<&'a [u8], String> {
+        let rest = &self.input[self.pos..];
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| format!("unterminated text line at offset {}", self.pos))?;
+        self.pos += end + 1;
+        Ok(&rest[..end])
     }
 
     fn text(&mut self, n: u64) -> Result<Value, String> {
@@ -456,18 +469,22 @@ impl<'a> Machine<'a> {
         loop {
             let at = self.pos;
             let op = self.take(1, "an opcode")?[0];
-            if at == 0 && op != 0x80 {
+            // A dict pickle starts with PROTO (protocols 2–5), EMPTY_DICT (1) or MARK (0).
+            if at == 0 && !matches!(op, 0x80 | b'}' | b'(') {
                 return Err(format!(
-                    "not a pickle of protocol 2 to 5: it starts with byte 0x{op:02x}, not the \
-                     PROTO opcode 0x80"
+                    "not a pickle of a dict: it starts with byte 0x{op:02x}; pickles of \
+                     protocol 2 to 5 start with 0x80"
                 ));
             }
             match op {
                 0x80 => {
                     // PROTO
                     let p = self.u8()?;
-                    if !(2..=5).contains(&p) {
-                        return Err(format!("pickle protocol {p}; only 2 to 5 are supported"));
+                    if !(2..=5).contains(&p) || at != 0 {
+                        return Err(format!(
+                            "a PROTO opcode for protocol {p} at offset {at}; pickles of \
+                             protocol 2 to 5 start with it"
+                        ));
                     }
                 }
                 0x95 => {
@@ -573,6 +590,54 @@ impl<'a> Machine<'a> {
                     let state = self.pop()?;
                     self.build(state)?;
                 }
+                // Protocols 0 and 1: text opcodes, each argument a line.
+                b'I' => {
+                    let v = match self.line()? {
+                        "00" => Value::Bool(false),
+                        "01" => Value::Bool(true),
+                        t => Value::Int(parse_int(t)?),
+                    };
+                    self.stack.push(v);
+                }
+                b'L' => {
+                    let t = self.line()?;
+                    let v = parse_int(t.strip_suffix('L').unwrap_or(t))?;
+                    self.stack.push(Value::Int(v));
+                }
+                b'S' => {
+                    let line = self.long_line()?;
+                    let bytes = unquote_python2_str(line)?;
+                    self.stack
+                        .push(Value::LegacyStr(Bytes::Owned(Rc::new(bytes))));
+                }
+                b'V' => {
+                    let line = self.long_line()?;
+                    let text = raw_unicode_unescape(line)?;
+                    self.stack.push(Value::Str(text.into()));
+                }
+                b'p' => {
+                    let k = parse_memo_key(self.line()?)?;
+                    self.memo_put(k)?;
+                }
+                b'g' => {
+                    let k = parse_memo_key(self.line()?)?;
+                    self.memo_get(k)?;
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    let depth = 1 + items.iter().map(Value::depth).max().unwrap_or(0);
+                    check_depth(depth)?;
+                    self.stack
+                        .push(Value::List(Rc::new(Container { depth, items })));
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Dict(Rc::new(Container {
+                        depth: 1,
+                        items: Vec::new(),
+                    })));
+                    self.set_items(items)?;
+                }
                 b'N' => self.stack.push(Value::None),
                 0x88 => self.stack.push(Value::Bool(true)),
                 0x89 => self.stack.push(Value::Bool(false)),
@@ -650,13 +715,108 @@ impl<'a> Machine<'a> {
                 _ => {
                     return Err(format!(
                         "unsupported pickle opcode 0x{op:02x} at offset {at}; a data-set \
-                         pickle uses protocol 2 to 5 with dicts, lists, ints, strings and \
-                         numpy arrays only"
+                         pickle (protocol 0 to 5) holds only dicts, lists, ints, strings and \
+                         numpy arrays"
                     ))
                 }
             }
         }
     }
+}
+
+fn parse_int(t: &str) -> Result<i64, String> {
+    t.trim()
+        .parse()
+        .map_err(|_| format!("`{t}` is not an integer that fits 64 bits"))
+}
+
+fn parse_memo_key(t: &str) -> Result<u32, String> {
+    t.trim()
+        .parse()
+        .map_err(|_| format!("`{t}` is not a memo key"))
+}
+
+/// The bytes of a Python 2 `str` literal as `repr` writes it (protocol 0's `S` opcode):
+/// quoted with `'` or `"`, with backslash escapes.
+fn unquote_python2_str(line: &[u8]) -> Result<Vec<u8>, String> {
+    let bad = |what: &str| format!("a malformed string literal in a protocol-0 pickle ({what})");
+    let (&first, rest) = line.split_first().ok_or_else(|| bad("empty"))?;
+    let (&last, body) = rest.split_last().ok_or_else(|| bad("unterminated"))?;
+    if !(first == b'\'' || first == b'"') || last != first {
+        return Err(bad("not quoted"));
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        let c = body[i];
+        i += 1;
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        let e = *body.get(i).ok_or_else(|| bad("a trailing backslash"))?;
+        i += 1;
+        match e {
+            b'\\' | b'\'' | b'"' => out.push(e),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'v' => out.push(11),
+            b'x' => {
+                let hex = body
+                    .get(i..i + 2)
+                    .ok_or_else(|| bad("a short \\x escape"))?;
+                let hex = std::str::from_utf8(hex).map_err(|_| bad("a \\x escape"))?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad("a \\x escape"))?);
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let mut v = (e - b'0') as u32;
+                for _ in 0..2 {
+                    match body.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + (d - b'0') as u32;
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(u8::try_from(v).map_err(|_| bad("an octal escape"))?);
+            }
+            _ => return Err(bad("an unknown escape")),
+        }
+    }
+    Ok(out)
+}
+
+/// A Python 3 `str` as protocol 0's `V` opcode writes it (raw-unicode-escape: latin1
+/// bytes, with `\uXXXX` and `\UXXXXXXXX` for other characters).
+fn raw_unicode_unescape(line: &[u8]) -> Result<String, String> {
+    let bad = || "a malformed unicode literal in a protocol-0 pickle".to_string();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        let c = line[i];
+        let width = match (c, line.get(i + 1)) {
+            (b'\\', Some(b'u')) => 4,
+            (b'\\', Some(b'U')) => 8,
+            _ => 0,
+        };
+        if width == 0 {
+            out.push(c as char);
+            i += 1;
+            continue;
+        }
+        let hex = line.get(i + 2..i + 2 + width).ok_or_else(bad)?;
+        let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+        let code = u32::from_str_radix(hex, 16).map_err(|_| bad())?;
+        out.push(char::from_u32(code).ok_or_else(bad)?);
+        i += 2 + width;
+    }
+    Ok(out)
 }
 
 fn tuple_items(v: &Value) -> &[Value] {

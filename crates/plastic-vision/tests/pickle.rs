@@ -8,8 +8,11 @@ use plastic_vision::pickle::{read_dataset_pickle, write_dataset_pickle, DatasetP
 
 const LABELS: [i64; 6] = [3, 3, 70000, 70000, 300, 300];
 const SHAPE: [usize; 4] = [6, 2, 2, 3];
-const VALID: [&str; 5] = [
+const VALID: [&str; 8] = [
+    "py2_protocol0.pickle",
     "py2_protocol2.pickle",
+    "py3_protocol0.pickle",
+    "py3_protocol1.pickle",
     "py3_protocol2.pickle",
     "py3_protocol4.pickle",
     "py3_protocol5.pickle",
@@ -68,6 +71,8 @@ fn other_python_objects_are_rejected() {
     // A pickled list, and a global that is not numpy's.
     let err = read_dataset_pickle(b"\x80\x02]q\x00.".to_vec()).unwrap_err();
     assert!(err.contains("not a dict"), "{err}");
+    let err = read_dataset_pickle(b"GIF89a".to_vec()).unwrap_err();
+    assert!(err.contains("not a pickle"), "{err}");
     let err = read_dataset_pickle(b"\x80\x02cos\nsystem\n.".to_vec()).unwrap_err();
     assert!(err.contains("os.system"), "{err}");
     let err = read_dataset_pickle(b"\x80\x02}q\x00(U\x04dataq\x01K\x01u.".to_vec()).unwrap_err();

@@ -10,6 +10,10 @@ data.flat[i] = (37 * i + 11) % 256.
                          payload as a BINSTRING str, module numpy.core.multiarray, written
                          byte by byte below and checked to load with encoding='latin1'
   py3_numpy_labels.pickle protocol 4 with labels = list(np.array(LABELS)) (numpy int64 scalars)
+  py3_protocol0.pickle   protocol 0 (text): payload via _codecs.encode of a raw-unicode-escape V
+  py3_protocol1.pickle   protocol 1 (binary, no PROTO header, no TUPLE1-3 or NEWTRUE/NEWFALSE)
+  py2_protocol0.pickle   Python 2's default protocol 0: text opcodes, payload a repr-quoted str
+                         (S opcode), written by hand below and checked to load with latin1
 Invalid on purpose:
   bad_float32.pickle     data of dtype float32
   bad_3d.pickle          data of shape (6, 2, 6)
@@ -95,6 +99,44 @@ def python2_pickle(data, labels):
     return bytes(out)
 
 
+def python2_repr(raw):
+    """Python 2's repr of a byte str: single quotes, escapes for \\, \', \t, \n, \r and
+    every byte outside printable ASCII."""
+    out = ["'"]
+    for b in raw:
+        c = chr(b)
+        if c in "\\'":
+            out.append("\\" + c)
+        elif c == "\t":
+            out.append("\\t")
+        elif c == "\n":
+            out.append("\\n")
+        elif c == "\r":
+            out.append("\\r")
+        elif 32 <= b < 127:
+            out.append(c)
+        else:
+            out.append("\\x%02x" % b)
+    out.append("'")
+    return "".join(out).encode("ascii")
+
+
+def python2_protocol0_pickle(data, labels):
+    """Protocol 0 as Python 2's pickle writes a dict of a numpy array and a list: one
+    opcode per character, arguments ending in a newline."""
+    shape = b"".join(b"I%d\n" % d for d in data.shape)
+    out = (b"(dp0\nS'data'\np1\ncnumpy.core.multiarray\n_reconstruct\np2\n"
+           b"(cnumpy\nndarray\np3\n(I0\ntp4\nS'b'\np5\ntp6\nRp7\n"
+           b"(I1\n(" + shape + b"tp8\n"
+           b"cnumpy\ndtype\np9\n(S'u1'\np10\nI0\nI1\ntp11\nRp12\n"
+           b"(I3\nS'|'\np13\nNNNI-1\nI-1\nI0\ntp14\nb"
+           b"I00\nS" + python2_repr(data.tobytes()) + b"\np15\ntp16\nb"
+           b"sS'labels'\np17\n(lp18\n")
+    for v in labels:
+        out += b"I%d\na" % v
+    return out + b"s."
+
+
 def check(name, encoding="ASCII"):
     with open(name, "rb") as f:
         d = pickle.load(f, encoding=encoding)
@@ -110,10 +152,16 @@ dump("py3_protocol5.pickle", good, 5)
 with open("py2_protocol2.pickle", "wb") as f:
     f.write(python2_pickle(DATA, LABELS))
 dump("py3_numpy_labels.pickle", {"data": DATA, "labels": list(np.array(LABELS))}, 4)
+dump("py3_protocol0.pickle", good, 0)
+dump("py3_protocol1.pickle", good, 1)
+with open("py2_protocol0.pickle", "wb") as f:
+    f.write(python2_protocol0_pickle(DATA, LABELS))
 dump("bad_float32.pickle", {"data": DATA.astype(np.float32), "labels": LABELS}, 4)
 dump("bad_3d.pickle", {"data": DATA.reshape(6, 2, 6), "labels": LABELS}, 4)
 
-for name in ["py3_protocol2.pickle", "py3_protocol4.pickle", "py3_protocol5.pickle", "py3_numpy_labels.pickle"]:
+for name in ["py3_protocol0.pickle", "py3_protocol1.pickle", "py3_protocol2.pickle",
+             "py3_protocol4.pickle", "py3_protocol5.pickle", "py3_numpy_labels.pickle"]:
     check(name)
-check("py2_protocol2.pickle", encoding="latin1")  # as the reference loads Python 2 pickles
+check("py2_protocol2.pickle", encoding="latin1")
+check("py2_protocol0.pickle", encoding="latin1")  # as the reference loads Python 2 pickles
 print("ok")
