@@ -157,7 +157,7 @@ impl fmt::Display for Phase {
 
 /// A labelled set of square RGB images, `uint8`, row-major `N × S × S × 3` (channel last,
 /// as in the pickles), with the images of each class indexed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ImageDataset {
     kind: DatasetKind,
     name: String,
@@ -340,6 +340,18 @@ impl ImageDataset {
             )));
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for ImageDataset {
+    /// The name and sizes only (the pixels can be gigabytes).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageDataset")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("images", &self.labels.len())
+            .field("classes", &self.classes.len())
+            .finish()
     }
 }
 

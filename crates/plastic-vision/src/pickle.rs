@@ -52,6 +52,9 @@ enum Value {
     Int(i64),
     /// A Python 3 `str` (unicode).
     Str(Rc<str>),
+    /// A long Python 3 `str`, valid UTF-8, left in the input (a protocol-2 pixel payload
+    /// before `_codecs.encode`: not copied).
+    InputStr(std::ops::Range<usize>),
     /// A Python 2 `str` (`BINSTRING`): bytes, read as latin1 text where text is expected.
     LegacyStr(Bytes),
     /// `bytes` or `bytearray`.
@@ -96,7 +99,7 @@ impl Value {
             Value::None => "None",
             Value::Bool(_) => "bool",
             Value::Int(_) => "int",
-            Value::Str(_) => "str",
+            Value::Str(_) | Value::InputStr(_) => "str",
             Value::LegacyStr(_) => "str (Python 2)",
             Value::Bytes(_) => "bytes",
             Value::Tuple(_) => "tuple",
@@ -216,7 +219,11 @@ impl<'a> Machine<'a> {
         let bytes = self.take(n, "a string")?;
         let s = std::str::from_utf8(bytes)
             .map_err(|_| format!("invalid UTF-8 in a string before offset {}", self.pos))?;
-        Ok(Value::Str(s.into()))
+        Ok(if s.len() > 256 {
+            Value::InputStr(self.pos - s.len()..self.pos)
+        } else {
+            Value::Str(s.into())
+        })
     }
 
     fn pop(&mut self) -> Result<Value, String> {
@@ -371,11 +378,17 @@ impl<'a> Machine<'a> {
         // `_codecs.encode(text, 'latin1')`: how Python 3 writes bytes at protocol 2.
         if (module, name) == ("_codecs", "encode") {
             let items = tuple_items(&args);
-            let (text, encoding) = match items {
-                [Value::Str(t), Value::Str(e)] => (t.clone(), e.clone()),
+            let input = self.input;
+            let (text, encoding): (&str, &str) = match items {
+                [Value::Str(t), Value::Str(e)] => (t, e),
+                // The range was checked to be UTF-8 when it was read.
+                [Value::InputStr(r), Value::Str(e)] => (
+                    std::str::from_utf8(&input[r.clone()]).unwrap_or_default(),
+                    e,
+                ),
                 _ => return Err("_codecs.encode arguments are not (str, str)".into()),
             };
-            if !matches!(&*encoding, "latin1" | "latin-1" | "iso-8859-1") {
+            if !matches!(encoding, "latin1" | "latin-1" | "iso-8859-1") {
                 return Err(format!(
                     "_codecs.encode with encoding `{encoding}` (only latin1)"
                 ));
@@ -830,6 +843,7 @@ fn tuple_items(v: &Value) -> &[Value] {
 fn as_text(v: &Value, input: &[u8]) -> Option<String> {
     match v {
         Value::Str(s) => Some(s.to_string()),
+        Value::InputStr(r) => Some(String::from_utf8_lossy(&input[r.clone()]).into_owned()),
         Value::LegacyStr(b) => Some(bytes_of(b, input).iter().map(|&c| c as char).collect()),
         _ => None,
     }
@@ -942,7 +956,9 @@ fn array_of(v: &Value, input: &[u8]) -> Result<Array, String> {
         let dtype = dtype_of(&fields[1], input)?;
         let fortran = as_int(&fields[2]).ok_or("a numpy array without its order flag")? != 0;
         let payload = match &fields[3] {
-            Value::Str(_) => return Err("a numpy array payload stored as text".into()),
+            Value::Str(_) | Value::InputStr(_) => {
+                return Err("a numpy array payload stored as text".into())
+            }
             raw => as_bytes(raw).cloned().ok_or_else(|| {
                 format!(
                     "the array's data is a {} (object arrays are not supported)",

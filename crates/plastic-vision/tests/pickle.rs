@@ -45,6 +45,21 @@ fn every_python_pickle_reads_exactly() {
 }
 
 #[test]
+fn long_protocol_2_payloads_read_exactly() {
+    let got = read_dataset_pickle(data_file("py3_protocol2_large.pickle")).unwrap();
+    let n = 6 * 8 * 8 * 3;
+    let data: Vec<u8> = (0..n).map(|i| ((37 * i + 11) % 256) as u8).collect();
+    assert_eq!(
+        got,
+        DatasetPickle {
+            data,
+            shape: [6, 8, 8, 3],
+            labels: LABELS.to_vec()
+        }
+    );
+}
+
+#[test]
 fn wrong_dtype_and_rank_are_clear_errors() {
     let err = read_dataset_pickle(data_file("bad_float32.pickle")).unwrap_err();
     assert!(
@@ -136,7 +151,11 @@ fn mutate(rng: &mut Rng, bytes: &[u8]) -> Vec<u8> {
 fn fuzzed_files_give_errors_or_consistent_results_never_panics() {
     let mut rng = Rng::new(2024);
     let (mut ok, mut err) = (0, 0);
-    for name in VALID.iter().chain(&["bad_float32.pickle", "bad_3d.pickle"]) {
+    for name in VALID.iter().chain(&[
+        "py3_protocol2_large.pickle",
+        "bad_float32.pickle",
+        "bad_3d.pickle",
+    ]) {
         let bytes = data_file(name);
         for _ in 0..3000 {
             let input = mutate(&mut rng, &bytes);

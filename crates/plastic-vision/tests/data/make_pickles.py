@@ -14,6 +14,9 @@ data.flat[i] = (37 * i + 11) % 256.
   py3_protocol1.pickle   protocol 1 (binary, no PROTO header, no TUPLE1-3 or NEWTRUE/NEWFALSE)
   py2_protocol0.pickle   Python 2's default protocol 0: text opcodes, payload a repr-quoted str
                          (S opcode), written by hand below and checked to load with latin1
+  py3_protocol2_large.pickle as py3_protocol2 with data of shape (6, 8, 8, 3) (same formula), so
+                         that the latin1 text payload is long (the reader keeps long strings
+                         in place)
 Invalid on purpose:
   bad_float32.pickle     data of dtype float32
   bad_3d.pickle          data of shape (6, 2, 6)
@@ -152,6 +155,8 @@ dump("py3_protocol5.pickle", good, 5)
 with open("py2_protocol2.pickle", "wb") as f:
     f.write(python2_pickle(DATA, LABELS))
 dump("py3_numpy_labels.pickle", {"data": DATA, "labels": list(np.array(LABELS))}, 4)
+LARGE = np.array([(37 * i + 11) % 256 for i in range(6 * 8 * 8 * 3)], dtype=np.uint8).reshape(6, 8, 8, 3)
+dump("py3_protocol2_large.pickle", {"data": LARGE, "labels": LABELS}, 2)
 dump("py3_protocol0.pickle", good, 0)
 dump("py3_protocol1.pickle", good, 1)
 with open("py2_protocol0.pickle", "wb") as f:
