@@ -95,7 +95,8 @@ mod tests {
 
     #[test]
     fn second_order_rules_are_those_whose_deltas_are_inner_errors() {
-        for rule in Rule::ALL.iter().copied() {
+        // `none` has no update, so its signals are never read
+        for rule in Rule::ALL.iter().copied().filter(|&r| r != Rule::None) {
             let any_inner = LayerId::ALL
                 .iter()
                 .any(|&l| rule.signals(l).1.is_inner_error());

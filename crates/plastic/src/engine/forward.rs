@@ -123,7 +123,7 @@ impl<F: Float> Pass<'_, F> {
         }
         self.recurrent_vec_mat(LayerId::RecH, h_prev, p.as_deref_mut(), fused, z);
         let (u, z) = r.pair(Field::InputOut, Field::CellPre);
-        self.recurrent_vec_mat(LayerId::RecI, u, p.as_deref_mut(), fused, z);
+        self.recurrent_vec_mat(LayerId::RecI, u, p, fused, z);
     }
 
     /// The cell's activations and hidden state from `z` (and `c_prev` for the LSTM).
