@@ -21,8 +21,8 @@
 //! episode chunks that depends only on the batch size, and chunk results are summed in
 //! chunk order, so results do not depend on thread count.
 //!
-//! The parts: [`record`] (the typed per-step record), [`forward`] (the step, the rates, the
-//! plastic update), [`backward`] (the sweep back through steps and updates). The
+//! The parts: `record` (the typed per-step record), `forward` (the step, the rates, the
+//! plastic update), `backward` (the sweep back through steps and updates). The
 //! plasticity rule enters only through [`crate::plasticity`]'s signals.
 //!
 //! A second backend (e.g. a GPU engine) would be another type with the same three entry
@@ -238,6 +238,12 @@ impl<F: Float> Engine<F> {
         let e = Arc::new(Engine::new());
         registry.push(e.clone());
         e
+    }
+
+    /// Frees the pooled scratch memory (it is allocated again as needed).
+    pub fn release_memory(&self) {
+        self.pool.lock().unwrap().clear();
+        self.buffers.lock().unwrap().clear();
     }
 
     fn take_workspace(&self) -> Workspace<F> {
