@@ -319,6 +319,13 @@ impl<F: Float> Trainer<F> {
         };
         if t.dir.join(files::CHECKPOINT).exists() {
             t.load_checkpoint()?;
+        } else {
+            // no checkpoint yet (new, or killed before the first one was written): the run
+            // starts at step 0, so rows logged before a kill are dropped, not repeated
+            write_atomic(
+                &t.dir.join(files::PROGRESS),
+                format!("{PROGRESS_HEADER}\n").as_bytes(),
+            )?;
         }
         Ok(t)
     }
