@@ -6,12 +6,14 @@
 #   2. configures munge and a one-node cluster (partition `debug`),
 #   3. starts munged, slurmctld and slurmd unless they are already running,
 #   4. runs `plastic sweep slurm_smoke ... --slurm`, waits for the job array and
-#      checks that every run folder with a config.toml also has a test.json,
+#      checks that every run folder with a config.toml also has a test.json whose
+#      values are right: the step count of the sweep, a best step within it, and a
+#      test loss equal to the one `plastic eval` recomputes from best.safetensors,
 #   5. stops (on exit) only the daemons this script started.
 #
 # Environment:
-#   PLASTIC       binary to test (default: target/release/plastic, built with
-#                 `cargo build --release -p plastic-cli` if missing)
+#   PLASTIC       binary to test (default: the one `cargo build --release -p
+#                 plastic-cli` builds, wherever cargo puts it: CARGO_TARGET_DIR etc.)
 #   WORK          output folder for the sweep (default: fresh `mktemp -d`,
 #                 removed on success, kept on failure)
 #   JOB_TIMEOUT   seconds to wait for the job array (default 300)
@@ -25,8 +27,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-PLASTIC_SET=${PLASTIC:+1}
-PLASTIC=${PLASTIC:-target/release/plastic}
+PLASTIC=${PLASTIC:-}
 JOB_TIMEOUT=${JOB_TIMEOUT:-300}
 NODE_TIMEOUT=${NODE_TIMEOUT:-60}
 KEEP_DAEMONS=${KEEP_DAEMONS:-0}
@@ -91,18 +92,24 @@ trap 'exit 143' TERM
 [[ $(id -u) == 0 ]] || die "must run as root (installs packages, starts daemons)"
 
 # ---------------------------------------------------------------- binary --
-if [[ $PLASTIC != */* ]]; then
+if [[ -z $PLASTIC ]]; then
+    # Ask cargo where it puts the binary (honours CARGO_TARGET_DIR, .cargo/config, ...):
+    # the compiler-artifact message of the `plastic` executable names its path.
+    log "cargo build --release -p plastic-cli (asking cargo for the binary's path)"
+    artifacts=$(cargo build --release -p plastic-cli --message-format=json-render-diagnostics) ||
+        die "cargo build failed"
+    PLASTIC_ABS=$(grep -oE '"executable":"[^"]*/plastic"' <<<"$artifacts" | tail -n 1 |
+        sed -E 's/^"executable":"(.*)"$/\1/' || true)
+    [[ -n $PLASTIC_ABS ]] || die "cargo reported no 'plastic' executable"
+elif [[ $PLASTIC != */* ]]; then
     PLASTIC_ABS=$(command -v "$PLASTIC" || true)
 elif [[ $PLASTIC == /* ]]; then
     PLASTIC_ABS=$PLASTIC
 else
     PLASTIC_ABS=$REPO/$PLASTIC
 fi
-if [[ ! -x ${PLASTIC_ABS:-} && -z $PLASTIC_SET ]]; then
-    log "$PLASTIC missing: cargo build --release -p plastic-cli"
-    cargo build --release -p plastic-cli
-fi
-[[ -x ${PLASTIC_ABS:-} ]] || die "plastic binary '$PLASTIC' not found or not executable (set PLASTIC=...)"
+[[ -x ${PLASTIC_ABS:-} ]] || die "plastic binary '${PLASTIC_ABS:-$PLASTIC}' not found or not executable (set PLASTIC=...)"
+log "binary: $PLASTIC_ABS"
 
 # ---------------------------------------------------------------- install --
 missing=()
@@ -285,7 +292,8 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 SWEEP_DIR=$WORK/$SWEEP_NAME
 
-cmd=("$PLASTIC_ABS" sweep "$SWEEP_NAME" --out "$WORK" --steps 4 --seeds 2
+STEPS=4
+cmd=("$PLASTIC_ABS" sweep "$SWEEP_NAME" --out "$WORK" --steps "$STEPS" --seeds 2
     --slurm --partition debug --time 10 --cpus 1 --mem 1G)
 log "running (in $WORK): ${cmd[*]}"
 # Run from $WORK so that sbatch's default output files (slurm-%A_%a.out in
@@ -363,16 +371,49 @@ else
     done <<<"$tasks"
 fi
 
+# The value of a top-level number field of a JSON object written by `plastic` (one key
+# per line, serde_json's pretty format), exactly as written.
+json_number() { # file key
+    sed -nE "s/^[[:space:]]*\"$2\": *(-?[0-9][0-9.eE+-]*),?[[:space:]]*$/\1/p" "$1" | head -n 1
+}
+
+# Checks one run's test.json against the sweep and against `plastic eval`, which
+# recomputes the test loss of best.safetensors on the same fixed test set; prints what is
+# wrong, nothing when all is right.
+check_result() { # run folder
+    local run=$1 json=$1/test.json rel eval_json loss steps best_step batches eval_loss eval_batches
+    [[ -s $json ]] || { echo "no test.json"; return; }
+    loss=$(json_number "$json" test_loss)
+    steps=$(json_number "$json" steps)
+    best_step=$(json_number "$json" best_step)
+    batches=$(json_number "$json" test_batches)
+    [[ -n $loss && -n $steps && -n $best_step && -n $batches ]] ||
+        { echo "test.json lacks test_loss, steps, best_step or test_batches: $(tr -d '\n' <"$json")"; return; }
+    [[ $steps == "$STEPS" ]] || echo "steps $steps, the sweep ran $STEPS"
+    ((best_step >= 0 && best_step <= STEPS)) || echo "best_step $best_step outside 0..$STEPS"
+    rel=${run#"$SWEEP_DIR"/}
+    eval_json=$WORK/eval/${rel//\//_}.json
+    mkdir -p "$WORK/eval"
+    if ! "$PLASTIC_ABS" eval "$run" --out "$eval_json" >"$eval_json.log" 2>&1; then
+        echo "plastic eval failed: $(tail -n 3 "$eval_json.log")"
+        return
+    fi
+    eval_loss=$(json_number "$eval_json" test_loss)
+    eval_batches=$(json_number "$eval_json" batches)
+    [[ $eval_loss == "$loss" ]] ||
+        echo "test_loss $loss, but plastic eval recomputes ${eval_loss:-nothing} from best.safetensors"
+    [[ $eval_batches == "$batches" ]] || echo "test_batches $batches, plastic eval used ${eval_batches:-?}"
+}
+
 missing_results=()
 for cfg in "${configs[@]}"; do
     run=$(dirname "$cfg")
-    if [[ ! -s $run/test.json ]]; then
-        missing_results+=("$run")
-    elif command -v python3 >/dev/null && ! python3 -m json.tool "$run/test.json" >/dev/null 2>&1; then
-        log "invalid JSON: $run/test.json"
+    problems=$(check_result "$run")
+    if [[ -n $problems ]]; then
+        log "wrong result in ${run#"$WORK"/}: $problems"
         missing_results+=("$run")
     else
-        log "  ok: ${run#"$WORK"/}/test.json"
+        log "  ok: ${run#"$WORK"/}/test.json (test loss $(json_number "$run/test.json" test_loss), equal to plastic eval's)"
     fi
 done
 
@@ -398,6 +439,6 @@ if ((failed_tasks > 0 || ${#missing_results[@]} > 0)); then
     cat "$SBATCH_FILE"
     echo "----- slurmd.log (tail) -----"
     grep -v pmix /var/log/slurm/slurmd.log | tail -n 15 || true
-    die "$failed_tasks task(s) not COMPLETED, ${#missing_results[@]} of ${#configs[@]} run folder(s) without test.json"
+    die "$failed_tasks task(s) not COMPLETED, ${#missing_results[@]} of ${#configs[@]} run folder(s) without a right test.json"
 fi
-log "all ${#configs[@]} run folder(s) have test.json; job $JOB_ID OK"
+log "all ${#configs[@]} run folder(s) have a right test.json; job $JOB_ID OK"

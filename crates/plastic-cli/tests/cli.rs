@@ -48,6 +48,47 @@ fn assert_files(dir: &Path, files: &[&str]) {
     }
 }
 
+/// Every file under `dir` (recursively) with its contents and modification time.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let modified = std::fs::metadata(&p).unwrap().modified().unwrap();
+                out.insert(p.clone(), (std::fs::read(&p).unwrap(), modified));
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that no file under `dir` changed (contents and modification time) since
+/// `before` was taken, and that none appeared or disappeared.
+fn assert_unchanged(
+    dir: &Path,
+    before: &std::collections::BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)>,
+) {
+    let after = snapshot(dir);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "files appeared or disappeared"
+    );
+    for (p, (bytes, modified)) in before {
+        let (b2, m2) = &after[p];
+        assert!(
+            bytes == b2,
+            "{} was rewritten with other contents",
+            p.display()
+        );
+        assert_eq!(modified, m2, "{} was rewritten", p.display());
+    }
+}
+
 const TINY: [&str; 10] = [
     "--set",
     "hidden_size=8",
@@ -102,8 +143,11 @@ fn train_resume_and_eval() {
     assert!(e.contains("already exists"), "{e}");
     args.push("--overwrite");
     ok(&args);
-    // resuming a finished run is a no-op that reports the result
+    // resuming a finished run is a no-op that reports the result: no file is touched
+    let before = snapshot(&d);
+    std::thread::sleep(std::time::Duration::from_millis(20));
     assert!(ok(&["train", "--resume", s(&d)]).contains("test loss"));
+    assert_unchanged(&d, &before);
     let out = ok(&["eval", s(&d), "--set", "delay=6"]);
     assert!(out.contains("applied η(t)"), "{out}");
     let report = std::fs::read_to_string(d.join("eval-delay_6.json")).unwrap();
@@ -232,9 +276,19 @@ fn demo_writes_the_figure() {
     );
     let png = std::fs::read(d.join("demo.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5000);
-    // a second demo reuses the finished runs
+    // a second demo reuses the finished runs: their folders are untouched (a retrained
+    // run would at least rewrite progress.tsv with other wall-clock times)
+    let runs: Vec<PathBuf> = ["gradient", "hebbian", "none"]
+        .iter()
+        .map(|r| d.join(r))
+        .collect();
+    let before: Vec<_> = runs.iter().map(|r| snapshot(r)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let again = ok(&["demo", "--out", s(&d), "--steps", "4"]);
     assert!(again.contains("demo gradient"), "{again}");
+    for (r, b) in runs.iter().zip(&before) {
+        assert_unchanged(r, b);
+    }
 }
 
 #[test]
@@ -278,5 +332,17 @@ fn bench_pools_the_steps_of_its_rounds() {
         max.parse().unwrap(),
     );
     assert!(min > 0.0 && min <= median && median <= max, "{row}");
-    assert!(err(&["bench", "--rounds", "0"]).contains("0"));
+    // zero rounds is refused by the argument parser, before anything runs
+    let out = plastic(&["bench", "--rounds", "0"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("invalid value '0' for '--rounds") && e.contains("not in 1.."),
+        "{e}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -1,6 +1,7 @@
 //! Reference fixtures (`plastic-rnn-reference/1`): numbers recorded from the authors'
 //! PyTorch implementation in float64, and the comparison used to check this engine
-//! against them.
+//! against them. Test support, hidden from the documentation: not part of the public API
+//! (public only so that the test suites of this workspace's crates can use it).
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -29,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod episode;
 pub mod error;
+#[doc(hidden)]
 pub mod fixture;
 pub mod float;
 pub mod io;

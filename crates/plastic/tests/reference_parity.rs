@@ -1,11 +1,19 @@
-//! Parity with the authors' reference: every `.json` fixture in `tests/fixtures/reference/`
-//! (whatever its name) is checked in f64 (1e-9 relative, 1e-12 absolute for all-zero
-//! tensors) and f32 (1e-4 relative): outputs, η, λ, inner loss, loss and every gradient.
+//! Parity with the authors' reference: every `.json` fixture of format
+//! `plastic-rnn-reference/1` in `tests/fixtures/reference/` (whatever its name) is checked in
+//! f64 (1e-9 relative, 1e-12 absolute for all-zero tensors) and f32 (1e-4 relative):
+//! outputs, η, λ, inner loss, loss and every gradient. Every recorded gradient is compared
+//! as recorded: one that disagrees fails. The fixtures must cover every cell × rule and
+//! every knob (LayerNorm, modulation off, weight and norm clipping active, the α modes,
+//! `extra_dim` 0, other `p_lr`/`p_wd`); a missing one fails.
 
 use std::path::PathBuf;
 
 use plastic::fixture::{compare, Fixture};
-use plastic::{Float, Loss, Network};
+use plastic::{CellKind, Float, InnerLrMode, Loss, Network, Rule};
+
+/// The image-task fixtures (`plastic-rnn-fsc/1`) have their own parity test; every other
+/// file must parse as `plastic-rnn-reference/1`.
+const FSC_FORMAT: &str = "plastic-rnn-fsc/1";
 
 fn fixture_paths() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
@@ -13,39 +21,16 @@ fn fixture_paths() -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", p.display()));
+            v.get("format").and_then(|f| f.as_str()) != Some(FSC_FORMAT)
+        })
         .collect();
     v.sort();
     assert!(!v.is_empty(), "no fixtures in {}", dir.display());
     v
-}
-
-static KNOWN_ZERO_GRADS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-/// Central differences (f64, step 1e-6) of the fixture's episode loss with respect to the
-/// parameter elements in `range`.
-fn finite_differences(fx: &Fixture, range: std::ops::Range<usize>) -> Vec<f64> {
-    let net = Network::<f64>::from_named(fx.config.clone(), &fx.params).unwrap();
-    let ep = fx.episodes::<f64>().unwrap();
-    let base = net.params().to_vec();
-    let eps = 1e-6;
-    range
-        .map(|k| {
-            let mut p = base.clone();
-            p[k] += eps;
-            let lp = Network::from_params(fx.config.clone(), p.clone())
-                .unwrap()
-                .forward(&ep, Loss::Mse)
-                .unwrap()
-                .loss;
-            p[k] -= 2.0 * eps;
-            let lm = Network::from_params(fx.config.clone(), p)
-                .unwrap()
-                .forward(&ep, Loss::Mse)
-                .unwrap()
-                .loss;
-            (lp - lm) / (2.0 * eps)
-        })
-        .collect()
 }
 
 fn to_f64<F: Float>(v: &[F]) -> Vec<f64> {
@@ -122,29 +107,6 @@ fn check<F: Float>(fx: &Fixture, tol: f64, snapshot_budget: Option<usize>) -> Ve
         match layout.get(name) {
             Some(info) => {
                 let ours = to_f64(&g.grads[info.range()]);
-                if t.data.iter().all(|&v| v == 0.0) && ours.iter().any(|&v| v != 0.0) {
-                    // The fixture says this parameter does not influence the loss. Check that
-                    // claim against the fixture's own loss (which we match) by central
-                    // differences; where the loss does move, the recorded zeros are a
-                    // recording artefact and the finite differences are the reference.
-                    let fd = finite_differences(fx, info.range());
-                    let scale = fd.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-                    if scale > 1e-6 {
-                        KNOWN_ZERO_GRADS
-                            .lock()
-                            .unwrap()
-                            .push(format!("{} {name}", fx.name));
-                        let m = compare(&ours, &fd);
-                        let limit = if F::NAME == "f64" { 1e-6 } else { 1e-3 };
-                        if !within(m.error, limit) {
-                            unknown.push(format!(
-                                "{} [{}] grad {name}: the fixture records zeros, finite differences of its loss give up to {scale:.3e}, and ours differ from them by {:.3e} at #{}",
-                                fx.name, F::NAME, m.error, m.index
-                            ));
-                        }
-                        continue;
-                    }
-                }
                 check(&format!("grad {name}"), ours, &t.data)
             }
             None => unknown.push(format!(
@@ -178,23 +140,164 @@ fn every_fixture_matches_in_f64_and_f32() {
         // the checkpointed backward (segments recomputed from checkpoints) is exact too
         failures.extend(check::<f64>(&fx, 1e-9, Some(1)));
     }
-    let known = KNOWN_ZERO_GRADS.lock().unwrap();
-    if !known.is_empty() {
-        let mut k = known.clone();
-        k.sort();
-        k.dedup();
-        eprintln!(
-            "note: these fixture gradients are recorded as zeros although the fixture's own loss depends on them; \
-             checked against central differences instead: {}",
-            k.join(", ")
-        );
-    }
     assert!(
         failures.is_empty(),
         "{} mismatches:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The fixtures the parity test runs, loaded.
+fn fixtures() -> Vec<Fixture> {
+    fixture_paths()
+        .iter()
+        .map(|p| Fixture::load(p).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+#[test]
+fn the_fixtures_cover_every_cell_rule_and_knob() {
+    let fxs = fixtures();
+    let default = plastic::NetworkConfig::default();
+    let has = |what: &str, pred: &dyn Fn(&Fixture) -> bool| {
+        let names: Vec<&str> = fxs
+            .iter()
+            .filter(|f| pred(f))
+            .map(|f| f.name.as_str())
+            .collect();
+        assert!(!names.is_empty(), "no reference fixture covers {what}");
+        println!("{what}: {}", names.join(", "));
+    };
+    for rnn in [CellKind::Rnn, CellKind::Lstm] {
+        for rule in [Rule::Gradient, Rule::Hebbian, Rule::None] {
+            has(&format!("{rnn} × {rule}"), &|f| {
+                f.config.rnn == rnn && f.config.plasticity == rule
+            });
+        }
+    }
+    has("LayerNorm with a plastic rule", &|f| {
+        f.config.layernorm && f.config.is_plastic()
+    });
+    has("LayerNorm without plasticity", &|f| {
+        f.config.layernorm && !f.config.is_plastic()
+    });
+    has("modulation off", &|f| {
+        !f.config.modulation && f.config.is_plastic()
+    });
+    has("weight clipping", &|f| {
+        f.config.weight_clip.is_some() && f.config.is_plastic()
+    });
+    has("α mode uniform", &|f| {
+        f.config.inner_lr_mode == InnerLrMode::Uniform && f.config.is_plastic()
+    });
+    has("α mode neg_uniform", &|f| {
+        f.config.inner_lr_mode == InnerLrMode::NegUniform && f.config.is_plastic()
+    });
+    has("extra_dim 0", &|f| f.config.extra_dim == 0);
+    has("p_lr and p_wd other than the defaults", &|f| {
+        f.config.p_lr != default.p_lr && f.config.p_wd != default.p_wd
+    });
+    has("test_begin > 0 (loss window)", &|f| f.test_begin > 0);
+}
+
+/// The fixture with clipping must really clip, or its parity says nothing about the clip.
+/// The norm clip is active when the applied rate is below the modulated rate at some step.
+/// The weight clip `c` is active when some `|P|` reaches `c`; it cannot be while the
+/// Frobenius norm of all plastic weights stays below `c` (every `|P_ij| ≤ ‖P‖_F`), and
+/// where it is active the same network without `weight_clip` computes other outputs.
+///
+/// The recorded `knob-rnn-grad-wclip-clip` has `c = 0.004` but `‖P‖_F ≤ 5.5e-4` at every
+/// step, so it checks the norm clip only; the weight clip, active, is checked by finite
+/// differences in `gradient_check.rs`. This test says which fixtures exercise which clip.
+#[test]
+fn the_clipping_fixtures_really_clip() {
+    let clipping: Vec<Fixture> = fixtures()
+        .into_iter()
+        .filter(|f| f.config.weight_clip.is_some())
+        .collect();
+    assert!(!clipping.is_empty(), "no fixture with weight_clip");
+    let mut weight_clip_active = Vec::new();
+    for fx in clipping {
+        let ep = fx.episodes::<f64>().unwrap();
+        let net = Network::<f64>::from_named(fx.config.clone(), &fx.params).unwrap();
+        let fwd = net.forward(&ep, Loss::Mse).unwrap();
+        let norm_clipped = fwd
+            .applied_rate
+            .iter()
+            .zip(&fwd.plasticity_rate)
+            .filter(|(a, p)| a.abs() < p.abs() * (1.0 - 1e-9))
+            .count();
+        println!(
+            "{}: norm clip active at {norm_clipped} of {} (episode, step) pairs",
+            fx.name,
+            fwd.applied_rate.len()
+        );
+        assert!(
+            norm_clipped > 0,
+            "{}: the norm clip is never active",
+            fx.name
+        );
+        let c = fx.config.weight_clip.unwrap();
+        let max_norm = fwd.plastic_norm.iter().fold(0.0f64, |m, &v| m.max(v));
+        let unclipped_config = plastic::NetworkConfig {
+            weight_clip: None,
+            ..fx.config.clone()
+        };
+        let unclipped = Network::<f64>::from_named(unclipped_config, &fx.params)
+            .unwrap()
+            .forward(&ep, Loss::Mse)
+            .unwrap();
+        let differ = compare(&unclipped.outputs, &fwd.outputs).error;
+        if max_norm < c {
+            // Provably inactive: then the clip must change nothing at all.
+            assert_eq!(differ, 0.0, "{}: inactive clip changed outputs", fx.name);
+            println!(
+                "{}: weight clip {c} NOT exercised (max ‖P‖_F = {max_norm:.3e} < {c})",
+                fx.name
+            );
+        } else if differ > 0.0 {
+            weight_clip_active.push(fx.name.clone());
+            println!(
+                "{}: weight clip active (outputs without it differ by {differ:.3e})",
+                fx.name
+            );
+        }
+    }
+    println!(
+        "fixtures with the weight clip active: {}",
+        if weight_clip_active.is_empty() {
+            "none (checked by finite differences in gradient_check.rs only)".to_string()
+        } else {
+            weight_clip_active.join(", ")
+        }
+    );
+}
+
+/// Strictness: a recorded gradient that disagrees with ours fails, even when it is
+/// recorded as zeros (the old recorder's artefact in the `none` fixtures, which the test
+/// once worked around by finite differences).
+#[test]
+fn a_recorded_gradient_that_disagrees_fails_even_as_zeros() {
+    for fx in fixtures() {
+        let Some(name) = ["rec.w_h", "in.w"].into_iter().find(|n| {
+            fx.grads
+                .get(*n)
+                .is_some_and(|t| t.data.iter().any(|&v| v != 0.0))
+        }) else {
+            continue;
+        };
+        let mut zeroed = fx.clone();
+        zeroed.grads.get_mut(name).unwrap().data.fill(0.0);
+        let failures = check::<f64>(&zeroed, 1e-9, None);
+        assert!(
+            failures
+                .iter()
+                .any(|l| l.contains(&format!("grad {name}:"))),
+            "{}: zeroed {name} was accepted: {failures:?}",
+            fx.name
+        );
+    }
 }
 
 #[test]

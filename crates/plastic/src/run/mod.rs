@@ -225,6 +225,12 @@ pub fn train(dir: &Path, start: Start, observer: &mut dyn Observer) -> Result<Su
                 // a prepared folder (config only), e.g. by a sweep: start it
                 write_atomic(&progress, format!("{PROGRESS_HEADER}\n").as_bytes())?;
             }
+            if is_finished(dir) {
+                // before the trainer loads the checkpoint, which rewrites best.safetensors
+                // and progress.tsv: a finished run's files stay untouched
+                observer.note("this run has already finished; its test result is unchanged");
+                return read_summary(dir);
+            }
             read_config(dir)?
         }
     };
@@ -312,6 +318,13 @@ impl<F: Float> Trainer<F> {
         };
         if t.dir.join(files::CHECKPOINT).exists() {
             t.load_checkpoint()?;
+        } else {
+            // no checkpoint yet (new, or killed before the first one was written): the run
+            // starts at step 0, so rows logged before a kill are dropped, not repeated
+            write_atomic(
+                &t.dir.join(files::PROGRESS),
+                format!("{PROGRESS_HEADER}\n").as_bytes(),
+            )?;
         }
         Ok(t)
     }
@@ -428,13 +441,6 @@ impl<F: Float> Trainer<F> {
     }
 
     fn run(mut self, observer: &mut dyn Observer) -> Result<Summary> {
-        let test_path = self.dir.join(files::TEST);
-        if test_path.exists() {
-            observer.note("this run has already finished; its test result is unchanged");
-            let text = fs::read_to_string(&test_path).map_err(|e| Error::io(&test_path, e))?;
-            return serde_json::from_str(&text)
-                .map_err(|e| Error::format(&test_path, e.to_string()));
-        }
         let tc = self.config.train.clone();
         let started = Instant::now();
         let elapsed0 = self.state.elapsed_s;
@@ -521,7 +527,7 @@ impl<F: Float> Trainer<F> {
             elapsed_s: elapsed0 + started.elapsed().as_secs_f64(),
         };
         let json = serde_json::to_string_pretty(&summary).expect("serialisable");
-        write_atomic(&test_path, json.as_bytes())?;
+        write_atomic(&self.dir.join(files::TEST), json.as_bytes())?;
         Ok(summary)
     }
 }
