@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::kernels::{self, mat_vec, vec_mat, DeferredAlpha, LazyAdjoint};
 use crate::layernorm;
+use crate::matmul::gemm_at_b;
 use crate::network::Network;
 use crate::params::LayerId;
 use crate::plasticity::Signal;
@@ -456,7 +457,7 @@ impl<F: Float> Network<F> {
         self.linear(LayerId::In, x, p.as_deref(), r.f(A_IN));
         let (a_in, u) = r.pair(A_IN, U);
         for (u, &a) in u.iter_mut().zip(a_in) {
-            *u = a.max(F::zero());
+            *u = crate::cell::relu(a);
         }
         // 2. recurrent cell
         {
@@ -1487,52 +1488,4 @@ fn add_to<F: Float>(dst: &mut [F], src: &[F]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d += s;
     }
-}
-
-/// `dst = Aᵀ B` with `A` (k × m) and `B` (k × n) row-major, `dst` (m × n) row-major.
-fn gemm_at_b<F: Float>(dst: &mut [F], a: &[F], b: &[F], m: usize, n: usize, k: usize) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        dst.fill(F::zero());
-        return;
-    }
-    debug_assert_eq!(a.len(), k * m);
-    debug_assert_eq!(b.len(), k * n);
-    // Row blocks of dst in parallel; each block is one single-threaded GEMM, so the
-    // summation order is fixed whatever the number of threads.
-    let block = m.div_ceil(4).max(1);
-    dst.par_chunks_mut(block * n)
-        .enumerate()
-        .for_each(|(bi, d)| {
-            let r0 = bi * block;
-            let mb = d.len() / n;
-            // SAFETY: pointers and strides describe in-bounds matrices: lhs (mb × k) is Aᵀ
-            // restricted to rows r0.., read with row stride 1 and column stride m; rhs (k × n)
-            // is B; dst (mb × n) is this block.
-            unsafe {
-                gemm::gemm(
-                    mb,
-                    n,
-                    k,
-                    d.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr().add(r0),
-                    m as isize,
-                    1,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    F::zero(),
-                    F::one(),
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
 }
