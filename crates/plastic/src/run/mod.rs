@@ -206,6 +206,8 @@ struct StoredSummary {
     checksum: String,
 }
 
+/// The checksum of a summary: of its JSON, which parses back to the same numbers and so to
+/// the same JSON (serde_json's `float_roundtrip` reads every `f64` exactly).
 fn summary_checksum(summary: &Summary) -> String {
     crc_text(&serde_json::to_string(summary).expect("serialisable"))
 }
@@ -749,4 +751,29 @@ pub fn read_progress(dir: &Path) -> Result<Vec<LogRow>> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_json_round_trips_every_f64_through_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path();
+        let mut rng = Rng::new(17);
+        for _ in 0..300 {
+            let mut x = || f64::from_bits(rng.next_seed() >> 2) * rng.uniform();
+            let s = Summary {
+                test_loss: x(),
+                test_batches: 7,
+                best_step: 3,
+                best_val_loss: x(),
+                steps: 9,
+                elapsed_s: x(),
+            };
+            write_summary(&tmp.join(files::TEST), &s).unwrap();
+            assert_eq!(read_summary(tmp).unwrap(), s);
+        }
+    }
 }
