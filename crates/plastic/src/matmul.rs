@@ -177,7 +177,7 @@ fn tiles<F: Float, const MR: usize, const NR: usize>(
                         .unwrap();
                     for r in 0..MR {
                         for c in 0..NR {
-                            acc[r][c] = acc[r][c] + av[r] * bv[c];
+                            acc[r][c] += av[r] * bv[c];
                         }
                     }
                 }
@@ -190,7 +190,7 @@ fn tiles<F: Float, const MR: usize, const NR: usize>(
                     for c in 0..nr {
                         let mut s = d[(i0 + r) * n + j0 + c];
                         for kk in k0..k1 {
-                            s = s + a[kk * m + r0 + i0 + r] * b[kk * n + j0 + c];
+                            s += a[kk * m + r0 + i0 + r] * b[kk * n + j0 + c];
                         }
                         d[(i0 + r) * n + j0 + c] = s;
                     }

@@ -97,7 +97,7 @@ pub fn estimate(config: &RunConfig, threads: usize, training: bool) -> MemoryEst
     let max_w = dims.iter().map(|(r, c)| r * c).fold(0.0, f64::max);
     let b = config.train.batch_size as f64;
     let t = config.task.steps() as f64;
-    let chunks = (b / (b.min(16.0)).max(1.0)).ceil().max(1.0);
+    let chunks = (b / b.clamp(1.0, 16.0)).ceil().max(1.0);
     let nchunks = (b / chunks).ceil().max(1.0);
     let workers = (threads.max(1) as f64).min(nchunks);
     // one step's record (engine `Dims`): 10 H + 3 gH + 2 D + 16 scalars
