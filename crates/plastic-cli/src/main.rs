@@ -165,6 +165,17 @@ fn real_main(cli: Cli) -> Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
+        // more threads than logical CPUs only costs time (results do not depend on the
+        // count), and a huge count spends minutes creating threads: cap it
+        let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let n = if n > cpus {
+            eprintln!(
+                "note: --threads {n} is more than the {cpus} logical CPUs here; using {cpus}"
+            );
+            cpus
+        } else {
+            n
+        };
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()

@@ -13,10 +13,21 @@ pub(crate) fn sigmoid<F: Float>(x: F) -> F {
     F::one() / (F::one() + (-x).exp())
 }
 
+/// `relu(z) = max(z, 0)`, but NaN stays NaN (`max` alone would map NaN to 0 and hide a
+/// broken parameter or input); every other value gives exactly the bits of `z.max(0)`.
+#[inline(always)]
+pub fn relu<F: Float>(z: F) -> F {
+    if z.is_nan() {
+        z
+    } else {
+        z.max(F::zero())
+    }
+}
+
 /// RNN forward: `act = h = relu(z)`.
 pub fn rnn_forward<F: Float>(z: &[F], h: &mut [F]) {
     for (h, &z) in h.iter_mut().zip(z) {
-        *h = z.max(F::zero());
+        *h = relu(z);
     }
 }
 

@@ -46,14 +46,22 @@ pub enum Error {
         /// What was wrong with it.
         message: String,
     },
-    /// An I/O error, with the path it concerned.
-    #[error("{path}: {source}")]
+    /// An I/O error, with the path it concerned. The OS error is part of the message, not a
+    /// separate source, so that a report of the error chain does not print it twice.
+    #[error("{path}: {error}")]
     Io {
         /// The file or folder.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    /// A run folder whose state does not allow what was asked (e.g. resuming a run whose
+    /// checkpoint is missing, evaluating a folder that holds no run).
+    #[error("{0}")]
+    Run(String),
+    /// A configuration that needs more memory than the machine has.
+    #[error("not enough memory: {0}")]
+    Memory(String),
     /// Training diverged.
     #[error("{0}")]
     Diverged(String),
@@ -67,7 +75,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
     /// A parse error in a file.

@@ -35,6 +35,7 @@ pub mod float;
 pub mod io;
 pub mod kernels;
 pub mod layernorm;
+pub mod matmul;
 pub mod network;
 pub mod optim;
 pub mod params;

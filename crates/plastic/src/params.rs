@@ -341,23 +341,60 @@ pub fn params_to_map<F: Float>(layout: &Layout, data: &[F]) -> BTreeMap<String, 
         .collect()
 }
 
+/// Metadata key of the checksum that [`safetensors_bytes`] writes and every loader verifies.
+pub const CHECKSUM_KEY: &str = "checksum";
+
+/// The checksum of a safetensors file's content: CRC-32 (`crc32:` and 8 hex digits) of
+/// every metadata entry but the checksum itself (sorted by key) and every tensor (sorted by
+/// name: name, dtype, shape and data bytes), each field length-prefixed. It depends on the
+/// content only, not on how the header is laid out, so a file re-saved by another tool with
+/// the same content still verifies.
+fn content_checksum<'a>(
+    metadata: impl Iterator<Item = (&'a str, &'a str)>,
+    tensors: impl Iterator<Item = (&'a str, &'a str, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut h = crc32fast::Hasher::new();
+    let mut field = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    let mut meta: Vec<(&str, &str)> = metadata.filter(|(k, _)| *k != CHECKSUM_KEY).collect();
+    meta.sort();
+    for (k, v) in meta {
+        field(k.as_bytes());
+        field(v.as_bytes());
+    }
+    let mut ts: Vec<_> = tensors.collect();
+    ts.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, dtype, shape, data) in ts {
+        field(name.as_bytes());
+        field(dtype.as_bytes());
+        let dims: Vec<u8> = shape
+            .iter()
+            .flat_map(|d| (*d as u64).to_le_bytes())
+            .collect();
+        field(&dims);
+        field(data);
+    }
+    format!("crc32:{:08x}", h.finalize())
+}
+
 /// Serialises named buffers (parameters, optimiser moments, ...) as safetensors bytes,
-/// in the buffer's own float type (F32 or F64), with `metadata`.
+/// in the buffer's own float type (F32 or F64), with `metadata` and a checksum of the whole
+/// content under [`CHECKSUM_KEY`]. The bytes are a function of the arguments only: the
+/// header's keys are sorted, so the same parameters and metadata give the same file.
 pub fn safetensors_bytes<F: Float>(
     layout: &Layout,
     buffers: &[(&str, &[F])],
     metadata: BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let dtype = if F::NAME == "f32" {
-        Dtype::F32
-    } else {
-        Dtype::F64
-    };
-    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let dtype = if F::NAME == "f32" { "F32" } else { "F64" };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, data) in buffers {
         for info in layout.infos() {
-            let mut b = Vec::with_capacity(info.len() * std::mem::size_of::<F>());
+            let mut b = Vec::new();
+            b.try_reserve_exact(info.len() * std::mem::size_of::<F>())
+                .map_err(|_| Error::Config(format!("out of memory serialising `{}`", info.name)))?;
             for v in &data[info.range()] {
                 if F::NAME == "f32" {
                     b.extend_from_slice(&(v.f64() as f32).to_le_bytes());
@@ -365,25 +402,104 @@ pub fn safetensors_bytes<F: Float>(
                     b.extend_from_slice(&v.f64().to_le_bytes());
                 }
             }
-            bytes.push((format!("{prefix}{}", info.name), info.shape.clone(), b));
+            tensors.push((format!("{prefix}{}", info.name), info.shape.clone(), b));
         }
     }
-    let views: Vec<(String, TensorView)> = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(dtype, s.clone(), b).expect("shape matches bytes"),
-            )
-        })
-        .collect();
-    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::Config(format!("safetensors: {e}")))
+    let mut meta = metadata;
+    meta.remove(CHECKSUM_KEY);
+    let sum = content_checksum(
+        meta.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        tensors
+            .iter()
+            .map(|(n, s, b)| (n.as_str(), dtype, s.as_slice(), b.as_slice())),
+    );
+    meta.insert(CHECKSUM_KEY.into(), sum);
+    // the header: a JSON object with sorted keys (BTreeMap), data in buffer order
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        dtype: &'a str,
+        shape: &'a [usize],
+        data_offsets: [usize; 2],
+    }
+    let mut header: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    header.insert(
+        "__metadata__",
+        serde_json::to_value(&meta).map_err(|e| Error::Config(format!("safetensors: {e}")))?,
+    );
+    let mut offset = 0;
+    for (name, shape, b) in &tensors {
+        let entry = Entry {
+            dtype,
+            shape,
+            data_offsets: [offset, offset + b.len()],
+        };
+        offset += b.len();
+        header.insert(
+            name,
+            serde_json::to_value(&entry).map_err(|e| Error::Config(format!("safetensors: {e}")))?,
+        );
+    }
+    let mut json =
+        serde_json::to_vec(&header).map_err(|e| Error::Config(format!("safetensors: {e}")))?;
+    // pad the header with spaces to a multiple of 8 bytes, as the format recommends
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::new();
+    out.try_reserve_exact(8 + json.len() + offset)
+        .map_err(|_| Error::Config("out of memory serialising parameters".into()))?;
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, _, b) in &tensors {
+        out.extend_from_slice(b);
+    }
+    Ok(out)
+}
+
+/// Parses safetensors bytes and verifies their checksum ([`CHECKSUM_KEY`]) when they have
+/// one: a file we wrote whose content changed since (a flipped bit, a torn write, an edit)
+/// is an error that names the file and says it is corrupt. Files without a checksum (written
+/// by older versions or by other tools) are accepted; their values are still checked to be
+/// finite by [`buffer_from_safetensors`].
+pub fn parse_safetensors<'a>(bytes: &'a [u8], path: &Path) -> Result<safetensors::SafeTensors<'a>> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        Error::format(
+            path,
+            format!("corrupt or truncated: not a valid safetensors file ({e})"),
+        )
+    })?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::format(path, format!("corrupt or truncated: {e}")))?;
+    if let Some(expected) = meta.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) {
+        let views = st.tensors();
+        let dtypes: Vec<String> = views
+            .iter()
+            .map(|(_, v)| format!("{:?}", v.dtype()))
+            .collect();
+        let found = content_checksum(
+            meta.metadata()
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            views
+                .iter()
+                .zip(&dtypes)
+                .map(|((n, v), d)| (n.as_str(), d.as_str(), v.shape(), v.data())),
+        );
+        if &found != expected {
+            return Err(Error::format(
+                path,
+                format!(
+                    "corrupt: its content does not match its checksum (stored {expected}, \
+                     computed {found}); the file was damaged or edited after it was written"
+                ),
+            ));
+        }
+    }
+    Ok(st)
 }
 
 /// Reads one named buffer (`prefix` + parameter names) from safetensors bytes, converting
-/// F32/F64 to `F`. A missing name or wrong shape is an error naming the parameter.
+/// F32/F64 to `F`. The checksum is verified (see [`parse_safetensors`]); a missing name,
+/// a wrong shape or a non-finite value (NaN, ±∞) is an error naming the parameter.
 pub fn buffer_from_safetensors<F: Float>(
     layout: &Layout,
     bytes: &[u8],
@@ -391,9 +507,15 @@ pub fn buffer_from_safetensors<F: Float>(
     path: &Path,
 ) -> Result<Vec<F>> {
     use safetensors::tensor::Dtype;
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
-    let mut data = vec![F::zero(); layout.len()];
+    let st = parse_safetensors(bytes, path)?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(layout.len()).map_err(|_| {
+        Error::Config(format!(
+            "out of memory: {} parameters do not fit",
+            layout.len()
+        ))
+    })?;
+    data.resize(layout.len(), F::zero());
     for info in layout.infos() {
         let name = format!("{prefix}{}", info.name);
         let t = st.tensor(&name).map_err(|_| Error::MissingParam {
@@ -427,12 +549,24 @@ pub fn buffer_from_safetensors<F: Float>(
                 ))
             }
         }
+        if let Some(k) = dst.iter().position(|v| !v.is_finite()) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "corrupt: tensor `{name}` holds a non-finite value ({}) at element {k}; \
+                     parameters must be finite",
+                    dst[k]
+                ),
+            ));
+        }
     }
     Ok(data)
 }
 
-/// Reads the metadata of safetensors bytes.
+/// Reads the metadata of safetensors bytes, after verifying their checksum (see
+/// [`parse_safetensors`]).
 pub fn safetensors_metadata(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, String>> {
+    parse_safetensors(bytes, path)?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
     Ok(meta

@@ -51,8 +51,8 @@ fn a_seed_fixes_a_network_and_names_match_the_fixtures() {
 #[test]
 fn save_and_load_by_name() {
     let net = Network::<f32>::new(small(Rule::Hebbian, CellKind::Rnn), 3).unwrap();
-    let dir = std::env::temp_dir().join(format!("plastic-api-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("p.safetensors");
     net.save(&path, BTreeMap::new()).unwrap();
     let back = Network::<f32>::load(net.config().clone(), &path).unwrap();

@@ -1,14 +1,24 @@
 //! End-to-end training runs on tiny configurations: files, determinism, resume equivalence
 //! and fault handling.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use plastic::run::{self, files, RunConfig, Start};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("plastic-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A temporary folder, removed when dropped (also when a test fails).
+struct Tmp(tempfile::TempDir);
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
+    Tmp(tempfile::Builder::new()
+        .prefix(&format!("plastic-test-{name}-"))
+        .tempdir()
+        .unwrap())
 }
 
 fn tiny(task: &str) -> RunConfig {

@@ -92,7 +92,7 @@ impl<F: Float> Pass<'_, F> {
             self.linear(LayerId::In, x, p, r.get(Field::InputPre));
             let (a_in, u) = r.pair(Field::InputPre, Field::InputOut);
             for (u, &a) in u.iter_mut().zip(a_in) {
-                *u = a.max(F::zero());
+                *u = crate::cell::relu(a);
             }
         } else {
             r.get(Field::InputOut).copy_from_slice(x);

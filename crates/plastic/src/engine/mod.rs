@@ -45,6 +45,7 @@ use rayon::prelude::*;
 use crate::episode::{step_loss, Episodes, Loss};
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::matmul::gemm_at_b;
 use crate::network::Network;
 use crate::params::LayerId;
 use crate::plasticity::Signal;
@@ -593,50 +594,3 @@ fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
     v.resize(n, F::zero());
 }
 
-/// `dst = Aᵀ B` with `A` (k × m) and `B` (k × n) row-major, `dst` (m × n) row-major.
-fn gemm_at_b<F: Float>(dst: &mut [F], a: &[F], b: &[F], m: usize, n: usize, k: usize) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        dst.fill(F::zero());
-        return;
-    }
-    debug_assert_eq!(a.len(), k * m);
-    debug_assert_eq!(b.len(), k * n);
-    // Row blocks of dst in parallel; each block is one single-threaded GEMM, so the
-    // summation order is fixed whatever the number of threads.
-    let block = m.div_ceil(4).max(1);
-    dst.par_chunks_mut(block * n)
-        .enumerate()
-        .for_each(|(bi, d)| {
-            let r0 = bi * block;
-            let mb = d.len() / n;
-            // SAFETY: pointers and strides describe in-bounds matrices: lhs (mb × k) is Aᵀ
-            // restricted to rows r0.., read with row stride 1 and column stride m; rhs (k × n)
-            // is B; dst (mb × n) is this block.
-            unsafe {
-                gemm::gemm(
-                    mb,
-                    n,
-                    k,
-                    d.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr().add(r0),
-                    m as isize,
-                    1,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    F::zero(),
-                    F::one(),
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
-}

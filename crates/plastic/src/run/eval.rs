@@ -53,6 +53,24 @@ pub struct EvalReport {
 /// Evaluates the best parameters of the run in `dir` on its task changed by `overrides`
 /// (`key=value`, as for training). The network's shape must not change.
 pub fn evaluate(dir: &Path, overrides: &[String]) -> Result<EvalReport> {
+    if !dir.is_dir() {
+        let what = if dir.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
+        return Err(Error::Run(format!(
+            "{} {what}: give the folder of a trained run",
+            dir.display()
+        )));
+    }
+    if !dir.join(files::CONFIG).exists() {
+        return Err(Error::Run(format!(
+            "{} is not a run folder (no {}): give the folder of a trained run",
+            dir.display(),
+            files::CONFIG
+        )));
+    }
     let base = read_config(dir)?;
     let config = base.with_overrides(overrides)?;
     if config.network_config() != base.network_config() {
@@ -62,6 +80,7 @@ pub fn evaluate(dir: &Path, overrides: &[String]) -> Result<EvalReport> {
                 .into(),
         ));
     }
+    super::memory::check(&config, rayon::current_num_threads(), false)?;
     match config.train.dtype {
         super::config::Dtype::F64 => run::<f64>(dir, &config, overrides),
         super::config::Dtype::F32 => run::<f32>(dir, &config, overrides),
@@ -71,13 +90,27 @@ pub fn evaluate(dir: &Path, overrides: &[String]) -> Result<EvalReport> {
 fn run<F: Float>(dir: &Path, config: &RunConfig, overrides: &[String]) -> Result<EvalReport> {
     let path = dir.join(files::BEST);
     if !path.exists() {
-        return Err(Error::Config(format!(
+        return Err(Error::Run(format!(
             "{} has no {} yet: train it first",
             dir.display(),
             files::BEST
         )));
     }
     let net = Network::<F>::load(config.network_config(), &path)?;
+    // the parameters must come from the run this folder's config.toml describes
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    if let Some(saved) = crate::params::safetensors_metadata(&bytes, &path)?.get("config") {
+        let saved = RunConfig::from_toml(saved)
+            .map_err(|e| Error::format(&path, format!("corrupt: its configuration: {e}")))?;
+        if saved != read_config(dir)? {
+            return Err(Error::Run(format!(
+                "{} was trained with a different configuration than {}; the folder is \
+                 damaged or was edited by hand (change the task with --set instead)",
+                path.display(),
+                dir.join(files::CONFIG).display()
+            )));
+        }
+    }
     let (t, o) = (config.task.steps(), config.task.output_size());
     let mut rng = test_rng();
     let batches = config.train.test_batch;

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod eval;
+pub mod memory;
 pub mod sweep;
 
 use std::collections::BTreeMap;
@@ -159,6 +160,10 @@ struct CheckpointState {
     elapsed_s: f64,
     /// The generator of the next step's data (informational: it is a function of seed and step).
     next_data_rng: crate::rng::RngState,
+    /// Checksum of `progress.tsv` as it was when this checkpoint was written (absent in
+    /// checkpoints of older versions).
+    #[serde(default)]
+    progress_crc: Option<String>,
 }
 
 /// Reads a run's configuration.
@@ -192,25 +197,125 @@ pub fn is_finished(dir: &Path) -> bool {
     dir.join(files::TEST).exists()
 }
 
-/// Reads a finished run's test result.
+/// `test.json` as written: the summary and a checksum of it.
+#[derive(Serialize, Deserialize)]
+struct StoredSummary {
+    #[serde(flatten)]
+    summary: Summary,
+    checksum: String,
+}
+
+/// The checksum of a summary: of its JSON, which parses back to the same numbers and so to
+/// the same JSON (serde_json's `float_roundtrip` reads every `f64` exactly).
+fn summary_checksum(summary: &Summary) -> String {
+    crc_text(&serde_json::to_string(summary).expect("serialisable"))
+}
+
+fn write_summary(path: &Path, summary: &Summary) -> Result<()> {
+    let stored = StoredSummary {
+        summary: summary.clone(),
+        checksum: summary_checksum(summary),
+    };
+    let json = serde_json::to_string_pretty(&stored).expect("serialisable");
+    write_atomic(path, json.as_bytes())
+}
+
+/// Reads a finished run's test result, verifying its checksum (files of older versions
+/// have none and are read as they are).
 pub fn read_summary(dir: &Path) -> Result<Summary> {
     let path = dir.join(files::TEST);
-    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+    let text = read_text(&path)?;
+    let bad = |e: serde_json::Error| Error::format(&path, format!("corrupt: {e}"));
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    if value.get("checksum").is_none() {
+        return serde_json::from_value(value).map_err(bad);
+    }
+    let stored: StoredSummary = serde_json::from_value(value).map_err(bad)?;
+    let found = summary_checksum(&stored.summary);
+    if found != stored.checksum {
+        return Err(Error::format(
+            &path,
+            format!(
+                "corrupt: its content does not match its checksum (stored {}, computed \
+                 {found}); the file was damaged or edited after it was written",
+                stored.checksum
+            ),
+        ));
+    }
+    Ok(stored.summary)
+}
+
+/// A text file, with a clear error for bytes that are not UTF-8.
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::format(path, "corrupt: not a UTF-8 text file".to_string()))
+}
+
+/// CRC-32 of a text, as stored in checkpoints and `test.json`.
+fn crc_text(text: &str) -> String {
+    format!("crc32:{:08x}", crc32fast::hash(text.as_bytes()))
+}
+
+/// `progress.tsv` as it was when the checkpoint at `step` was written: the header and the
+/// rows up to `step`.
+fn progress_until(text: &str, step: usize) -> String {
+    let mut kept = vec![PROGRESS_HEADER];
+    for line in text.lines().skip(1) {
+        if let Some(s) = line
+            .split('\t')
+            .next()
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            if s <= step {
+                kept.push(line);
+            }
+        }
+    }
+    kept.join("\n") + "\n"
+}
+
+/// Checks `kept` (see [`progress_until`]) against the checksum in the checkpoint's state.
+fn verify_progress(path: &Path, kept: &str, state: &CheckpointState) -> Result<()> {
+    match &state.progress_crc {
+        Some(expected) if *expected != crc_text(kept) => Err(Error::format(
+            path,
+            format!(
+                "corrupt: its rows up to step {} do not match the checksum the checkpoint \
+                 recorded; the file was damaged or edited after it was written",
+                state.step
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The training state in a run's checkpoint (checksum verified).
+fn read_checkpoint_state(path: &Path) -> Result<CheckpointState> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let meta = safetensors_metadata(&bytes, path)?;
+    let state = meta
+        .get("state")
+        .ok_or_else(|| Error::format(path, "corrupt or truncated checkpoint: no state"))?;
+    serde_json::from_str(state)
+        .map_err(|e| Error::format(path, format!("corrupt or truncated checkpoint: {e}")))
 }
 
 /// Trains a run (new or resumed) to the end and evaluates it on the test set.
+///
+/// Everything that can be checked is checked before the folder is touched: the configuration,
+/// the memory the run needs against the memory available ([`memory::check`]), and the
+/// network and optimiser are allocated. Only then does a new run with `overwrite` remove the
+/// previous run's files. A resumed run needs its checkpoint: a folder with training progress
+/// but no `checkpoint.safetensors` is refused rather than retrained from step 0 over it.
 pub fn train(dir: &Path, start: Start, observer: &mut dyn Observer) -> Result<Summary> {
-    let config = match start {
+    let threads = rayon::current_num_threads();
+    let (config, fresh) = match start {
         Start::New { config, overwrite } => {
             let config = *config;
             config.validate()?;
-            prepare_new(dir, overwrite)?;
-            write_atomic(&dir.join(files::CONFIG), config.to_toml().as_bytes())?;
-            let mut f =
-                fs::File::create(dir.join(files::PROGRESS)).map_err(|e| Error::io(dir, e))?;
-            writeln!(f, "{PROGRESS_HEADER}").map_err(|e| Error::io(dir, e))?;
-            config
+            check_new_dir(dir, overwrite)?;
+            (config, Some(overwrite))
         }
         Start::Resume => {
             if !dir.join(files::CONFIG).exists() {
@@ -220,50 +325,145 @@ pub fn train(dir: &Path, start: Start, observer: &mut dyn Observer) -> Result<Su
                     files::CONFIG
                 )));
             }
+            let config = read_config(dir)?;
+            if is_finished(dir) {
+                observer.note("this run has already finished; its test result is unchanged");
+                return read_summary(dir);
+            }
+            if !dir.join(files::CHECKPOINT).exists() {
+                refuse_resume_without_checkpoint(dir)?;
+            }
+            (config, None)
+        }
+    };
+    memory::check(&config, threads, true)?;
+    match config.train.dtype {
+        config::Dtype::F64 => start_typed::<f64>(dir, config, fresh, observer),
+        config::Dtype::F32 => start_typed::<f32>(dir, config, fresh, observer),
+    }
+}
+
+/// Builds the trainer in memory, then prepares the folder (a new run: removes the previous
+/// run if `fresh == Some(true)`; a resumed run: loads its checkpoint) and trains.
+fn start_typed<F: Float>(
+    dir: &Path,
+    config: RunConfig,
+    fresh: Option<bool>,
+    observer: &mut dyn Observer,
+) -> Result<Summary> {
+    let mut trainer = Trainer::<F>::new(dir, config)?;
+    match fresh {
+        Some(overwrite) => {
+            prepare_new(dir, overwrite)?;
+            write_atomic(
+                &dir.join(files::CONFIG),
+                trainer.config.to_toml().as_bytes(),
+            )?;
+            write_atomic(
+                &dir.join(files::PROGRESS),
+                format!("{PROGRESS_HEADER}\n").as_bytes(),
+            )?;
+        }
+        None => {
             let progress = dir.join(files::PROGRESS);
             if !progress.exists() {
                 // a prepared folder (config only), e.g. by a sweep: start it
                 write_atomic(&progress, format!("{PROGRESS_HEADER}\n").as_bytes())?;
             }
-            if is_finished(dir) {
-                // before the trainer loads the checkpoint, which rewrites best.safetensors
-                // and progress.tsv: a finished run's files stay untouched
-                observer.note("this run has already finished; its test result is unchanged");
-                return read_summary(dir);
+            if dir.join(files::CHECKPOINT).exists() {
+                trainer.load_checkpoint()?;
+            } else {
+                // killed before its first checkpoint was complete (only the step-0 row can
+                // exist, see refuse_resume_without_checkpoint): start again at step 0, so a
+                // row logged before the kill is dropped, not repeated
+                write_atomic(&progress, format!("{PROGRESS_HEADER}\n").as_bytes())?;
             }
-            read_config(dir)?
         }
-    };
-    match config.train.dtype {
-        config::Dtype::F64 => Trainer::<f64>::new(dir, config)?.run(observer),
-        config::Dtype::F32 => Trainer::<f32>::new(dir, config)?.run(observer),
     }
+    trainer.run(observer)
 }
 
-fn prepare_new(dir: &Path, overwrite: bool) -> Result<()> {
-    if dir.exists() {
+/// A run folder without a checkpoint can be started only if it has no training progress:
+/// otherwise training from step 0 would append a second series to `progress.tsv` and
+/// overwrite `best.safetensors`.
+fn refuse_resume_without_checkpoint(dir: &Path) -> Result<()> {
+    let progress = dir.join(files::PROGRESS);
+    let rows: Vec<String> = match fs::read_to_string(&progress) {
+        Ok(text) => text
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(&progress, e)),
+    };
+    // The first checkpoint is written right after the log at step 0: a run killed before
+    // it was complete has at most that one row (and its best parameters), which a restart
+    // from step 0 rewrites identically. Anything further is progress we would destroy.
+    let only_step0 = rows.len() == 1 && rows[0].split('\t').next() == Some("0");
+    if only_step0 {
+        return Ok(());
+    }
+    let rows = rows.len();
+    let best = dir.join(files::BEST).exists();
+    if rows > 0 || best {
+        let mut found = Vec::new();
+        if rows > 0 {
+            found.push(format!("{rows} logged rows in {}", files::PROGRESS));
+        }
+        if best {
+            found.push(files::BEST.to_string());
+        }
+        return Err(Error::Run(format!(
+            "cannot resume {}: it has training progress ({}) but no {}, so it cannot continue \
+             where it stopped; refusing to retrain it from step 0 over its results. Restore \
+             the checkpoint, or start the run again with --overwrite",
+            dir.display(),
+            found.join(" and "),
+            files::CHECKPOINT
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a non-empty folder for a new run unless `overwrite`; touches nothing.
+fn check_new_dir(dir: &Path, overwrite: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "{} exists and is not a folder",
+            dir.display()
+        )));
+    }
+    if dir.exists() && !overwrite {
         let nonempty = fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
             .next()
             .is_some();
-        if nonempty && !overwrite {
+        if nonempty {
             return Err(Error::Config(format!(
                 "{} already exists; use --resume to continue it or --overwrite to replace it",
                 dir.display()
             )));
         }
-        if nonempty {
-            for name in [
-                files::CONFIG,
-                files::PROGRESS,
-                files::BEST,
-                files::CHECKPOINT,
-                files::TEST,
-            ] {
-                let p = dir.join(name);
-                if p.exists() {
-                    fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-                }
+    }
+    Ok(())
+}
+
+/// Removes the previous run's files (with `overwrite`) and creates the folder.
+fn prepare_new(dir: &Path, overwrite: bool) -> Result<()> {
+    check_new_dir(dir, overwrite)?;
+    if dir.exists() && overwrite {
+        for name in [
+            files::CONFIG,
+            files::PROGRESS,
+            files::BEST,
+            files::CHECKPOINT,
+            files::TEST,
+        ] {
+            let p = dir.join(name);
+            if p.exists() {
+                fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
         }
     }
@@ -306,8 +506,9 @@ impl<F: Float> Trainer<F> {
             adam_step: 0,
             elapsed_s: 0.0,
             next_data_rng: train_rng(config.seed, 0).state(),
+            progress_crc: None,
         };
-        let mut t = Trainer {
+        Ok(Trainer {
             dir: dir.to_path_buf(),
             config,
             net,
@@ -315,18 +516,7 @@ impl<F: Float> Trainer<F> {
             mask,
             best,
             state,
-        };
-        if t.dir.join(files::CHECKPOINT).exists() {
-            t.load_checkpoint()?;
-        } else {
-            // no checkpoint yet (new, or killed before the first one was written): the run
-            // starts at step 0, so rows logged before a kill are dropped, not repeated
-            write_atomic(
-                &t.dir.join(files::PROGRESS),
-                format!("{PROGRESS_HEADER}\n").as_bytes(),
-            )?;
-        }
-        Ok(t)
+        })
     }
 
     fn checkpoint_path(&self) -> PathBuf {
@@ -398,22 +588,13 @@ impl<F: Float> Trainer<F> {
             AdamW::new(self.opt.config, self.mask.clone()).with_state(state.adam_step, m, v, vmax);
         self.opt.config.lr = state.lr;
         self.state = state;
-        // keep progress.tsv consistent with the checkpoint (drop rows logged after it)
+        // keep progress.tsv consistent with the checkpoint (drop rows logged after it),
+        // after checking that the rows it covers are those it was written with
         let progress = self.dir.join(files::PROGRESS);
-        let text = fs::read_to_string(&progress).unwrap_or_default();
-        let mut kept = vec![PROGRESS_HEADER.to_string()];
-        for line in text.lines().skip(1) {
-            if let Some(step) = line
-                .split('\t')
-                .next()
-                .and_then(|s| s.parse::<usize>().ok())
-            {
-                if step <= self.state.step {
-                    kept.push(line.to_string());
-                }
-            }
-        }
-        write_atomic(&progress, (kept.join("\n") + "\n").as_bytes())?;
+        let text = read_text(&progress)?;
+        let kept = progress_until(&text, self.state.step);
+        verify_progress(&progress, &kept, &self.state)?;
+        write_atomic(&progress, kept.as_bytes())?;
         self.write_best()?;
         Ok(())
     }
@@ -441,6 +622,11 @@ impl<F: Float> Trainer<F> {
     }
 
     fn run(mut self, observer: &mut dyn Observer) -> Result<Summary> {
+        let test_path = self.dir.join(files::TEST);
+        if test_path.exists() {
+            observer.note("this run has already finished; its test result is unchanged");
+            return read_summary(&self.dir);
+        }
         let tc = self.config.train.clone();
         let started = Instant::now();
         let elapsed0 = self.state.elapsed_s;
@@ -488,6 +674,8 @@ impl<F: Float> Trainer<F> {
                     .open(&progress)
                     .map_err(|e| Error::io(&progress, e))?;
                 writeln!(f, "{}", row.tsv()).map_err(|e| Error::io(&progress, e))?;
+                drop(f);
+                self.state.progress_crc = Some(crc_text(&read_text(&progress)?));
                 self.save_checkpoint()?;
                 observer.log(&row);
             }
@@ -526,8 +714,7 @@ impl<F: Float> Trainer<F> {
             steps: tc.max_batch,
             elapsed_s: elapsed0 + started.elapsed().as_secs_f64(),
         };
-        let json = serde_json::to_string_pretty(&summary).expect("serialisable");
-        write_atomic(&self.dir.join(files::TEST), json.as_bytes())?;
+        write_summary(&test_path, &summary)?;
         Ok(summary)
     }
 }
@@ -544,9 +731,17 @@ pub fn test_loss<F: Float>(config: &RunConfig, net: &Network<F>) -> Result<f64> 
 }
 
 /// Reads `progress.tsv` rows.
+///
+/// When the run has a checkpoint, the rows it covers are checked against the checksum it
+/// recorded: damaged or edited rows are an error, not silently different numbers.
 pub fn read_progress(dir: &Path) -> Result<Vec<LogRow>> {
     let path = dir.join(files::PROGRESS);
-    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = read_text(&path)?;
+    let checkpoint = dir.join(files::CHECKPOINT);
+    if checkpoint.exists() {
+        let state = read_checkpoint_state(&checkpoint)?;
+        verify_progress(&path, &progress_until(&text, state.step), &state)?;
+    }
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split('\t').collect();
@@ -569,4 +764,29 @@ pub fn read_progress(dir: &Path) -> Result<Vec<LogRow>> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_json_round_trips_every_f64_through_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path();
+        let mut rng = Rng::new(17);
+        for _ in 0..300 {
+            let mut x = || f64::from_bits((rng.uniform() * 2f64.powi(62)) as u64) * rng.uniform();
+            let s = Summary {
+                test_loss: x(),
+                test_batches: 7,
+                best_step: 3,
+                best_val_loss: x(),
+                steps: 9,
+                elapsed_s: x(),
+            };
+            write_summary(&tmp.join(files::TEST), &s).unwrap();
+            assert_eq!(read_summary(tmp).unwrap(), s);
+        }
+    }
 }

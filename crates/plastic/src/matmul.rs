@@ -1,0 +1,241 @@
+//! The weight-gradient GEMM `dW = Σ_t preₜ ⊗ δₜ` (`dst = Aᵀ B`) with a summation order that
+//! is a function of the problem only.
+//!
+//! Every element of `dst` is the sum of its `k` products taken strictly in order,
+//! `((0 + a₀b₀) + a₁b₁) + …`, each product rounded and then added (a plain multiply and a
+//! plain add, never fused: Rust does not contract `x + y * z` into an FMA). Blocking only
+//! decides which elements are computed when, never how one element is summed: the running
+//! sums are kept in `dst` between blocks of `k` and reloaded into registers, so the result
+//! has the same bits for any tile size, block size, thread count, instruction set (x86-64
+//! baseline, AVX2, AVX-512, or another architecture) and cache size. A tuned GEMM library
+//! chooses its `k`-blocking from the cache sizes it detects and fuses multiply-adds when the
+//! CPU has FMA, so its sums differ from one processor to another.
+
+use rayon::prelude::*;
+
+use crate::float::Float;
+use crate::kernels::{simd, Simd};
+
+/// How the work is cut: tile rows, `k` rows per block, and dst rows per parallel task.
+/// Changing any of these must not change a single bit of the result (tested).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// Rows of `k` processed per pass over a block of `dst` (cache blocking).
+    pub kc: usize,
+    /// Rows of `dst` per parallel task.
+    pub rows_per_task: usize,
+}
+
+impl Blocking {
+    /// The blocking used by the engine for an `m × n` result.
+    pub fn for_shape(m: usize, n: usize) -> Blocking {
+        // a block of A and B (kc × (m + n)) of about 256 KiB in f32 stays in L2
+        let kc = (65536 / (m + n).max(1)).clamp(16, 1024);
+        Blocking {
+            kc,
+            rows_per_task: m.div_ceil(4).max(1),
+        }
+    }
+}
+
+static FORCED: std::sync::Mutex<Option<Blocking>> = std::sync::Mutex::new(None);
+
+/// Forces every later [`gemm_at_b`] (the engine's too) to use `blocking` instead of
+/// [`Blocking::for_shape`], or restores the default with `None`: a test hook to show that the
+/// blocking changes no bit of a training step.
+pub fn set_blocking(blocking: Option<Blocking>) {
+    *FORCED.lock().unwrap_or_else(|e| e.into_inner()) = blocking;
+}
+
+/// `dst = Aᵀ B` with `A` (k × m) and `B` (k × n) row-major and `dst` (m × n) row-major, in
+/// the fixed order described in the module documentation.
+pub fn gemm_at_b<F: Float>(dst: &mut [F], a: &[F], b: &[F], m: usize, n: usize, k: usize) {
+    let forced = *FORCED.lock().unwrap_or_else(|e| e.into_inner());
+    let blocking = forced.unwrap_or_else(|| Blocking::for_shape(m, n));
+    gemm_at_b_blocked(dst, a, b, m, n, k, blocking);
+}
+
+/// [`gemm_at_b`] with an explicit [`Blocking`] (for tests: every blocking gives the same bits).
+pub fn gemm_at_b_blocked<F: Float>(
+    dst: &mut [F],
+    a: &[F],
+    b: &[F],
+    m: usize,
+    n: usize,
+    k: usize,
+    blocking: Blocking,
+) {
+    assert_eq!(dst.len(), m * n, "dst must be m × n");
+    assert!(
+        a.len() >= k * m && b.len() >= k * n,
+        "A must be k × m, B k × n"
+    );
+    dst.fill(F::zero());
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let kc = blocking.kc.max(1);
+    let rows = blocking.rows_per_task.max(1);
+    let level = simd();
+    dst.par_chunks_mut(rows * n)
+        .enumerate()
+        .for_each(|(bi, d)| {
+            let r0 = bi * rows;
+            let mut k0 = 0;
+            while k0 < k {
+                let k1 = (k0 + kc).min(k);
+                accumulate(level, d, a, b, m, n, r0, k0, k1);
+                k0 = k1;
+            }
+        });
+}
+
+/// Adds the products of `k0..k1` to the rows `r0..` of `dst` held in `d`, on `level`.
+#[allow(clippy::too_many_arguments)]
+fn accumulate<F: Float>(
+    level: Simd,
+    d: &mut [F],
+    a: &[F],
+    b: &[F],
+    m: usize,
+    n: usize,
+    r0: usize,
+    k0: usize,
+    k1: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn wide<F: Float>(
+            d: &mut [F],
+            a: &[F],
+            b: &[F],
+            m: usize,
+            n: usize,
+            r0: usize,
+            k0: usize,
+            k1: usize,
+        ) {
+            tiles::<F, 4, 32>(d, a, b, m, n, r0, k0, k1)
+        }
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn mid<F: Float>(
+            d: &mut [F],
+            a: &[F],
+            b: &[F],
+            m: usize,
+            n: usize,
+            r0: usize,
+            k0: usize,
+            k1: usize,
+        ) {
+            tiles::<F, 4, 16>(d, a, b, m, n, r0, k0, k1)
+        }
+        match level {
+            // SAFETY: simd() only reports features the CPU has.
+            Simd::Avx512 => return unsafe { wide(d, a, b, m, n, r0, k0, k1) },
+            Simd::Avx2 => return unsafe { mid(d, a, b, m, n, r0, k0, k1) },
+            Simd::Baseline => {}
+        }
+    }
+    let _ = level;
+    tiles::<F, 4, 8>(d, a, b, m, n, r0, k0, k1)
+}
+
+/// Tiles of `MR × NR` elements of `dst`, each summed over `k0..k1` in registers starting
+/// from its value in `dst`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tiles<F: Float, const MR: usize, const NR: usize>(
+    d: &mut [F],
+    a: &[F],
+    b: &[F],
+    m: usize,
+    n: usize,
+    r0: usize,
+    k0: usize,
+    k1: usize,
+) {
+    let mb = d.len() / n;
+    let mut i0 = 0;
+    while i0 < mb {
+        let mr = MR.min(mb - i0);
+        let mut j0 = 0;
+        while j0 < n {
+            let nr = NR.min(n - j0);
+            if mr == MR && nr == NR {
+                let mut acc = [[F::zero(); NR]; MR];
+                for (r, row) in acc.iter_mut().enumerate() {
+                    row.copy_from_slice(&d[(i0 + r) * n + j0..(i0 + r) * n + j0 + NR]);
+                }
+                for kk in k0..k1 {
+                    let bv: &[F; NR] = b[kk * n + j0..kk * n + j0 + NR].try_into().unwrap();
+                    let av: &[F; MR] = a[kk * m + r0 + i0..kk * m + r0 + i0 + MR]
+                        .try_into()
+                        .unwrap();
+                    for r in 0..MR {
+                        for c in 0..NR {
+                            acc[r][c] += av[r] * bv[c];
+                        }
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    d[(i0 + r) * n + j0..(i0 + r) * n + j0 + NR].copy_from_slice(row);
+                }
+            } else {
+                // an edge tile: the same order, one element at a time
+                for r in 0..mr {
+                    for c in 0..nr {
+                        let mut s = d[(i0 + r) * n + j0 + c];
+                        for kk in k0..k1 {
+                            s += a[kk * m + r0 + i0 + r] * b[kk * n + j0 + c];
+                        }
+                        d[(i0 + r) * n + j0 + c] = s;
+                    }
+                }
+            }
+            j0 += nr;
+        }
+        i0 += mr;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..len).map(|_| rng.uniform_in(-1.0, 1.0) as f32).collect()
+    }
+
+    #[test]
+    fn matches_a_plain_loop_bit_for_bit() {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (8, 33, 100),
+            (17, 2, 300),
+            (128, 129, 40),
+        ] {
+            let (a, b) = (data(k * m, 1), data(k * n, 2));
+            let mut dst = vec![0.0f32; m * n];
+            gemm_at_b(&mut dst, &a, &b, m, n, k);
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = 0.0f32;
+                    for kk in 0..k {
+                        s += a[kk * m + i] * b[kk * n + j];
+                    }
+                    assert_eq!(
+                        dst[i * n + j].to_bits(),
+                        s.to_bits(),
+                        "({m}, {n}, {k}) at ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+}
