@@ -3,3 +3,4 @@
 //! augmentation, the CNNs, and the CNN → projection → plastic RNN model.
 
 pub mod cnn;
+pub mod model;
