@@ -10,12 +10,12 @@
 
 use std::collections::BTreeMap;
 
+use plastic::engine::GradRequest;
 use plastic::params::{NamedTensor, ParamInfo};
 use plastic::rng::Rng;
-use plastic::engine::GradRequest;
 use plastic::{Episodes, Error, Float, Loss, Network, NetworkConfig, Result};
 
-use crate::cnn::{BatchNormBuffers, ProtoNet, ProtoNetConfig, ProtoNetTape, Projection, BLOCKS};
+use crate::cnn::{BatchNormBuffers, Projection, ProtoNet, ProtoNetConfig, ProtoNetTape, BLOCKS};
 
 /// The shape of an fsc model.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,7 +122,9 @@ impl<F: Float> FscModel<F> {
         config.check()?;
         let net = Network::<F>::new(config.network.clone(), seed)?;
         let (cnn, proj, layout) = Self::pieces(&config, net.layout().infos());
-        let mut params = config.cnn.init_params::<F>(&mut Rng::with_stream(seed, 101));
+        let mut params = config
+            .cnn
+            .init_params::<F>(&mut Rng::with_stream(seed, 101));
         params.extend(proj.init_params::<F>(&mut Rng::with_stream(seed, 102)));
         params.extend_from_slice(net.params());
         Ok(FscModel {
@@ -394,9 +396,12 @@ impl<F: Float> FscModel<F> {
             let (cnn_params, rest) = self.params.split_at(cnn_len);
             let proj_params = &rest[..self.proj.param_len()];
             let (features, tape) = if train {
-                let (f, tape) =
-                    self.cnn
-                        .forward_train(cnn_params, &images, b.batch, Some(&mut self.buffers))?;
+                let (f, tape) = self.cnn.forward_train(
+                    cnn_params,
+                    &images,
+                    b.batch,
+                    Some(&mut self.buffers),
+                )?;
                 (f, Some(tape))
             } else {
                 (
@@ -507,9 +512,9 @@ impl<F: Float> FscModel<F> {
         // the RNN's outputs for the accuracy (the gradient pass does not return them)
         let outputs = self.net.forward(&ep, Loss::CrossEntropy)?.outputs;
         let correct_first_query = self.count_correct(b, &outputs);
-        let g = self
-            .net
-            .loss_and_grad_with(&ep, Loss::CrossEntropy, GradRequest { inputs: true })?;
+        let g =
+            self.net
+                .loss_and_grad_with(&ep, Loss::CrossEntropy, GradRequest { inputs: true })?;
         let d_input = g.input_grads.ok_or_else(|| {
             Error::Data("the engine returned no input gradient although asked for it".into())
         })?;
@@ -536,10 +541,12 @@ impl<F: Float> FscModel<F> {
                 b.batch,
                 proj_grads,
             )?;
-            let tape = r.tape.as_ref().ok_or_else(|| {
-                Error::Data("internal: a training step kept no CNN tape".into())
-            })?;
-            self.cnn.backward(cnn_params, tape, &d_features, cnn_grads)?;
+            let tape = r
+                .tape
+                .as_ref()
+                .ok_or_else(|| Error::Data("internal: a training step kept no CNN tape".into()))?;
+            self.cnn
+                .backward(cnn_params, tape, &d_features, cnn_grads)?;
         }
         Ok(FscGradient {
             loss: g.loss,

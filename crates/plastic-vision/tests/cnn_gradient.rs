@@ -2,7 +2,7 @@
 //! (relative to each tensor's largest gradient), BatchNorm in training mode.
 
 use plastic::rng::Rng;
-use plastic_vision::cnn::{ProtoNet, ProtoNetConfig, Projection};
+use plastic_vision::cnn::{Projection, ProtoNet, ProtoNetConfig};
 
 struct Case {
     net: ProtoNet,

@@ -17,8 +17,8 @@ use plastic_vision::model::{FscBatch, FscConfig, FscModel};
 use serde_json::Value;
 
 fn fixture_paths() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plastic/tests/fixtures/reference/fsc");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plastic/tests/fixtures/reference/fsc");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -93,7 +93,10 @@ fn load(path: &Path) -> Option<Case> {
         .iter()
         .map(|x| x.as_u64().unwrap())
         .collect();
-    assert!(widths.iter().all(|&w| w == widths[0]), "ProtoNet blocks of equal width");
+    assert!(
+        widths.iter().all(|&w| w == widths[0]),
+        "ProtoNet blocks of equal width"
+    );
     assert_eq!(shape[1], shape[2]);
     let config = FscConfig {
         cnn: ProtoNetConfig {
@@ -143,7 +146,9 @@ fn mismatch<F: Float>(
     }
     let m = compare(ours, expected);
     let limit = if m.absolute { tol.max(1e-12) } else { tol };
-    (!(m.error <= limit)).then(|| {
+    // NaN errors fail too
+    let passed = m.error <= limit;
+    (!passed).then(|| {
         format!(
             "{name} [{}] {what}: error {:.3e} > {:.0e} ({}), worst element #{}: ours {:.12e}, expected {:.12e}",
             F::NAME,
@@ -185,8 +190,18 @@ fn check<F: Float>(case: &Case, tol: f64) -> Vec<String> {
     // forward
     let mut model = new_model();
     let fwd = model.forward_train(&batch).unwrap();
-    cmp(&mut failures, "cnn_features", to_f64(&fwd.cnn_features), &case.cnn_features);
-    cmp(&mut failures, "rnn_input", to_f64(&fwd.rnn_input), &case.rnn_input);
+    cmp(
+        &mut failures,
+        "cnn_features",
+        to_f64(&fwd.cnn_features),
+        &case.cnn_features,
+    );
+    cmp(
+        &mut failures,
+        "rnn_input",
+        to_f64(&fwd.rnn_input),
+        &case.rnn_input,
+    );
     for (what, ours) in [
         ("outputs", &fwd.rnn.outputs),
         ("plasticity_rate", &fwd.rnn.plasticity_rate),
@@ -195,7 +210,12 @@ fn check<F: Float>(case: &Case, tol: f64) -> Vec<String> {
     ] {
         cmp(&mut failures, what, to_f64(ours), &fx.expected[what].data);
     }
-    cmp(&mut failures, "loss (forward)", vec![fwd.rnn.loss.f64()], &[fx.loss]);
+    cmp(
+        &mut failures,
+        "loss (forward)",
+        vec![fwd.rnn.loss.f64()],
+        &[fx.loss],
+    );
     if fwd.correct_first_query != case.correct_first_query {
         failures.push(format!(
             "{} [{}] correct_first_query: {}, expected {}",
@@ -208,14 +228,24 @@ fn check<F: Float>(case: &Case, tol: f64) -> Vec<String> {
     let ours_buffers = model.named_buffers();
     for (name, t) in &case.expected_buffers {
         match ours_buffers.get(name) {
-            Some(o) => cmp(&mut failures, &format!("buffer {name}"), o.data.clone(), &t.data),
+            Some(o) => cmp(
+                &mut failures,
+                &format!("buffer {name}"),
+                o.data.clone(),
+                &t.data,
+            ),
             None => failures.push(format!("{} buffer {name}: missing", fx.name)),
         }
     }
     // gradients (a fresh model: the running statistics start where the fixture's do)
     let mut model = new_model();
     let g = model.loss_and_grad(&batch).unwrap();
-    cmp(&mut failures, "loss (gradient pass)", vec![g.loss.f64()], &[fx.loss]);
+    cmp(
+        &mut failures,
+        "loss (gradient pass)",
+        vec![g.loss.f64()],
+        &[fx.loss],
+    );
     if g.correct_first_query != case.correct_first_query {
         failures.push(format!(
             "{} [{}] correct_first_query (gradient pass): {}, expected {}",
@@ -233,7 +263,10 @@ fn check<F: Float>(case: &Case, tol: f64) -> Vec<String> {
                 to_f64(&g.grads[info.range()]),
                 &t.data,
             ),
-            None => failures.push(format!("{}: no expected gradient for {}", fx.name, info.name)),
+            None => failures.push(format!(
+                "{}: no expected gradient for {}",
+                fx.name, info.name
+            )),
         }
     }
     for name in case.grads.keys() {
@@ -244,7 +277,12 @@ fn check<F: Float>(case: &Case, tol: f64) -> Vec<String> {
     let ours_buffers = model.named_buffers();
     for (name, t) in &case.expected_buffers {
         if let Some(o) = ours_buffers.get(name) {
-            cmp(&mut failures, &format!("buffer {name} (gradient pass)"), o.data.clone(), &t.data);
+            cmp(
+                &mut failures,
+                &format!("buffer {name} (gradient pass)"),
+                o.data.clone(),
+                &t.data,
+            );
         }
     }
     failures
@@ -263,4 +301,3 @@ fn fsc_model_matches_reference_fixtures_f64_and_f32() {
     assert!(checked > 0, "no ProtoNet fixture was checked");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
-

@@ -42,7 +42,9 @@ fn parse_settings() -> Settings {
             "--batch" => s.batch = v,
             "--calls" => s.calls = v,
             "--channels" => s.channels = v,
-            other => panic!("unknown flag {other}; valid: --steps --warmup --size --batch --calls --channels"),
+            other => panic!(
+                "unknown flag {other}; valid: --steps --warmup --size --batch --calls --channels"
+            ),
         }
         i += 2;
     }
@@ -52,7 +54,9 @@ fn parse_settings() -> Settings {
 /// Deterministic pseudo-normal numbers (sum of uniforms), so every candidate sees the same kind
 /// of data without a random-number dependency.
 fn pseudo_normal(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             let mut acc = 0.0f32;
@@ -100,7 +104,11 @@ mod with_candle {
         let c = x.dim(1)?;
         let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
         let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+        let var = centred
+            .sqr()?
+            .mean_keepdim(0)?
+            .mean_keepdim(2)?
+            .mean_keepdim(3)?;
         let xhat = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
         xhat.broadcast_mul(&gamma.as_tensor().reshape((1, c, 1, 1))?)?
             .broadcast_add(&beta.as_tensor().reshape((1, c, 1, 1))?)
@@ -119,12 +127,7 @@ mod with_candle {
             betas.push(Var::zeros(s.channels, DType::F32, &dev)?);
             cin = s.channels;
         }
-        let vars: Vec<Var> = convs
-            .iter()
-            .chain(&gammas)
-            .chain(&betas)
-            .cloned()
-            .collect();
+        let vars: Vec<Var> = convs.iter().chain(&gammas).chain(&betas).cloned().collect();
         let mut opt = AdamW::new(
             vars,
             ParamsAdamW {
@@ -145,7 +148,13 @@ mod with_candle {
             })
             .collect::<candle_core::Result<_>>()?;
         let readouts: Vec<Tensor> = (0..s.calls)
-            .map(|t| Tensor::from_vec(pseudo_normal(s.batch * f, 100 + t as u64), (s.batch, f), &dev))
+            .map(|t| {
+                Tensor::from_vec(
+                    pseudo_normal(s.batch * f, 100 + t as u64),
+                    (s.batch, f),
+                    &dev,
+                )
+            })
             .collect::<candle_core::Result<_>>()?;
         report("candle", s, || {
             let mut loss: Option<Tensor> = None;
@@ -179,7 +188,7 @@ mod with_burn {
     use burn::nn::conv::{Conv2d, Conv2dConfig};
     use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
     use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-    use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+    use burn::optim::{AdamWConfig, GradientsParams};
     use burn::tensor::{Device, Tensor, TensorData};
 
     #[derive(Module, Debug)]
@@ -231,7 +240,10 @@ mod with_burn {
         let images: Vec<Tensor<4>> = (0..s.calls)
             .map(|t| {
                 Tensor::<4>::from_data(
-                    TensorData::new(pseudo_normal(per_call, t as u64), [s.batch, 3, s.size, s.size]),
+                    TensorData::new(
+                        pseudo_normal(per_call, t as u64),
+                        [s.batch, 3, s.size, s.size],
+                    ),
                     &device,
                 )
             })
@@ -255,13 +267,12 @@ mod with_burn {
                 });
             }
             let loss = loss.unwrap();
-            let value: f32 = loss.clone().into_scalar().elem();
+            let value: f32 = loss.clone().into_scalar::<f32>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = opt.step(1e-3, model.clone(), grads);
             value
         });
     }
-    use burn::tensor::ElementConversion;
 }
 
 #[cfg(feature = "gemm")]
@@ -284,8 +295,16 @@ mod handwritten {
         b: &[f32],
         b_transposed: bool,
     ) {
-        let (a_rs, a_cs) = if a_transposed { (1, m as isize) } else { (k as isize, 1) };
-        let (b_rs, b_cs) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
+        let (a_rs, a_cs) = if a_transposed {
+            (1, m as isize)
+        } else {
+            (k as isize, 1)
+        };
+        let (b_rs, b_cs) = if b_transposed {
+            (1, k as isize)
+        } else {
+            (n as isize, 1)
+        };
         assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
         // SAFETY: the asserts above bound every index the strides reach.
         unsafe {
@@ -316,25 +335,31 @@ mod handwritten {
     /// cols[(c·9 + a·3 + b), (n, i, j)] = x[c, n, i + a − 1, j + b − 1] (zero outside).
     fn im2col(x: &[f32], _channels: usize, n: usize, side: usize, cols: &mut [f32]) {
         let plane = n * side * side;
-        cols.par_chunks_mut(plane).enumerate().for_each(|(row, out)| {
-            let (ch, a, b) = (row / 9, (row % 9) / 3, row % 3);
-            let src = &x[ch * plane..(ch + 1) * plane];
-            for img in 0..n {
-                for i in 0..side {
-                    let si = i as isize + a as isize - 1;
-                    let o = &mut out[(img * side + i) * side..(img * side + i + 1) * side];
-                    if si < 0 || si >= side as isize {
-                        o.fill(0.0);
-                        continue;
-                    }
-                    let srow = &src[(img * side + si as usize) * side..][..side];
-                    for j in 0..side {
-                        let sj = j as isize + b as isize - 1;
-                        o[j] = if sj < 0 || sj >= side as isize { 0.0 } else { srow[sj as usize] };
+        cols.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (ch, a, b) = (row / 9, (row % 9) / 3, row % 3);
+                let src = &x[ch * plane..(ch + 1) * plane];
+                for img in 0..n {
+                    for i in 0..side {
+                        let si = i as isize + a as isize - 1;
+                        let o = &mut out[(img * side + i) * side..(img * side + i + 1) * side];
+                        if si < 0 || si >= side as isize {
+                            o.fill(0.0);
+                            continue;
+                        }
+                        let srow = &src[(img * side + si as usize) * side..][..side];
+                        for j in 0..side {
+                            let sj = j as isize + b as isize - 1;
+                            o[j] = if sj < 0 || sj >= side as isize {
+                                0.0
+                            } else {
+                                srow[sj as usize]
+                            };
+                        }
                     }
                 }
-            }
-        });
+            });
     }
 
     /// The adjoint of `im2col`: dx[c, n, i', j'] = Σ over the (a, b) that read it.
@@ -374,7 +399,12 @@ mod handwritten {
 
     impl Adam {
         fn new(n: usize) -> Self {
-            Adam { m: vec![0.0; n], v: vec![0.0; n], vmax: vec![0.0; n], t: 0 }
+            Adam {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+                vmax: vec![0.0; n],
+                t: 0,
+            }
         }
         fn step(&mut self, p: &mut [f32], g: &[f32]) {
             self.t += 1;
@@ -408,7 +438,12 @@ mod handwritten {
         let mut cin = 3;
         for k in 0..4 {
             let std = (2.0 / (9.0 * ch as f32)).sqrt();
-            w.push(pseudo_normal(ch * cin * 9, 1000 + k).iter().map(|x| x * std).collect());
+            w.push(
+                pseudo_normal(ch * cin * 9, 1000 + k)
+                    .iter()
+                    .map(|x| x * std)
+                    .collect(),
+            );
             cins.push(cin);
             cin = ch;
         }
@@ -419,10 +454,12 @@ mod handwritten {
         let mut adam_b: Vec<Adam> = (0..4).map(|_| Adam::new(ch)).collect();
         let f = feature_size(s);
         // images stored (C, N, H, W)
-        let images: Vec<Vec<f32>> =
-            (0..s.calls).map(|t| pseudo_normal(n * 3 * s.size * s.size, t as u64)).collect();
-        let readouts: Vec<Vec<f32>> =
-            (0..s.calls).map(|t| pseudo_normal(n * f, 100 + t as u64)).collect();
+        let images: Vec<Vec<f32>> = (0..s.calls)
+            .map(|t| pseudo_normal(n * 3 * s.size * s.size, t as u64))
+            .collect();
+        let readouts: Vec<Vec<f32>> = (0..s.calls)
+            .map(|t| pseudo_normal(n * f, 100 + t as u64))
+            .collect();
         report("gemm", s, || {
             let mut gw: Vec<Vec<f32>> = w.iter().map(|x| vec![0.0; x.len()]).collect();
             let mut gg = vec![vec![0.0f32; ch]; 4];
@@ -439,7 +476,17 @@ mod handwritten {
                     let mut cols = vec![0.0f32; cins[k] * 9 * p];
                     im2col(&x, cins[k], n, side, &mut cols);
                     let mut y = vec![0.0f32; ch * p];
-                    matmul(ch, p, cins[k] * 9, &mut y, false, &w[k], false, &cols, false);
+                    matmul(
+                        ch,
+                        p,
+                        cins[k] * 9,
+                        &mut y,
+                        false,
+                        &w[k],
+                        false,
+                        &cols,
+                        false,
+                    );
                     let mut inv_std = vec![0.0f32; ch];
                     let mut relu_pos = vec![false; ch * p];
                     y.par_chunks_mut(p)
@@ -448,7 +495,8 @@ mod handwritten {
                         .enumerate()
                         .for_each(|(c, ((row, is), pos))| {
                             let mean = row.iter().sum::<f32>() / p as f32;
-                            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / p as f32;
+                            let var =
+                                row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / p as f32;
                             *is = 1.0 / (var + 1e-5).sqrt();
                             for (v, q) in row.iter_mut().zip(pos.iter_mut()) {
                                 *v = (*v - mean) * *is;
@@ -470,7 +518,10 @@ mod handwritten {
                                         let mut best = 0.0f32; // ReLU output ≥ 0
                                         let mut at = 0u32;
                                         for (di, dj) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                                            let idx = c * p + (img * side + 2 * i + di) * side + 2 * j + dj;
+                                            let idx = c * p
+                                                + (img * side + 2 * i + di) * side
+                                                + 2 * j
+                                                + dj;
                                             let v = (xhat[idx] * gamma[k][c] + beta[k][c]).max(0.0);
                                             if (di, dj) == (0, 0) || v > best {
                                                 best = v;
@@ -484,7 +535,13 @@ mod handwritten {
                                 }
                             }
                         });
-                    saved.push(Saved { cols, xhat, inv_std, relu_pos, argmax });
+                    saved.push(Saved {
+                        cols,
+                        xhat,
+                        inv_std,
+                        relu_pos,
+                        argmax,
+                    });
                     x = pooled;
                     side = half;
                 }
@@ -508,7 +565,8 @@ mod handwritten {
                 for c in 0..ch {
                     for img in 0..n {
                         for q in 0..sq {
-                            dx[(c * n + img) * sq + q] = readouts[t][img * f + c * sq + q] / (n * f) as f32;
+                            dx[(c * n + img) * sq + q] =
+                                readouts[t][img * f + c * sq + q] / (n * f) as f32;
                         }
                     }
                 }

@@ -177,7 +177,17 @@ pub(crate) fn conv3x3_forward<F: Float>(s: ConvShape, x: &[F], w: &[F], y: &mut 
             let mut cols = vec![F::zero(); k * count * plane];
             im2col(xc, count, s.cin, s.side, &mut cols);
             let mut out = vec![F::zero(); s.cout * count * plane];
-            matmul(s.cout, count * plane, k, &mut out, false, w, false, &cols, false);
+            matmul(
+                s.cout,
+                count * plane,
+                k,
+                &mut out,
+                false,
+                w,
+                false,
+                &cols,
+                false,
+            );
             // (Cout, n, plane) → (n, Cout, plane)
             for o in 0..s.cout {
                 for img in 0..count {
@@ -225,10 +235,30 @@ pub(crate) fn conv3x3_backward<F: Float>(
             im2col(xc, count, s.cin, s.side, &mut cols);
             let mut dw_part = vec![F::zero(); s.cout * k];
             // dw = g (Cout × P) · colsᵀ (P × K)
-            matmul(s.cout, k, count * plane, &mut dw_part, false, &g, false, &cols, true);
+            matmul(
+                s.cout,
+                k,
+                count * plane,
+                &mut dw_part,
+                false,
+                &g,
+                false,
+                &cols,
+                true,
+            );
             if let Some(dxc) = dxc.as_deref_mut() {
                 // dcols = wᵀ (K × Cout) · g (Cout × P)
-                matmul(k, count * plane, s.cout, &mut cols, false, w, true, &g, false);
+                matmul(
+                    k,
+                    count * plane,
+                    s.cout,
+                    &mut cols,
+                    false,
+                    w,
+                    true,
+                    &g,
+                    false,
+                );
                 dxc.fill(F::zero());
                 col2im_add(&cols, count, s.cin, s.side, dxc);
             }

@@ -71,7 +71,17 @@ impl Projection {
         for row in y.chunks_mut(self.output) {
             row.copy_from_slice(b);
         }
-        matmul(batch, self.output, self.input, &mut y, true, x, false, w, false);
+        matmul(
+            batch,
+            self.output,
+            self.input,
+            &mut y,
+            true,
+            x,
+            false,
+            w,
+            false,
+        );
         for v in &mut y {
             if *v < F::zero() {
                 *v = F::zero();
@@ -92,8 +102,7 @@ impl Projection {
         grads: &mut [F],
     ) -> Result<Vec<F>> {
         self.check(params, x, batch)?;
-        if y.len() != batch * self.output || dy.len() != y.len() || grads.len() != params.len()
-        {
+        if y.len() != batch * self.output || dy.len() != y.len() || grads.len() != params.len() {
             return Err(Error::Data(
                 "projection backward: output, output gradient or parameter gradient of the wrong size".into(),
             ));
@@ -107,7 +116,17 @@ impl Projection {
         let (w, _) = params.split_at(self.input * self.output);
         let (gw, gb) = grads.split_at_mut(self.input * self.output);
         // dW += xᵀ · dz
-        matmul(self.input, self.output, batch, gw, true, x, true, &dz, false);
+        matmul(
+            self.input,
+            self.output,
+            batch,
+            gw,
+            true,
+            x,
+            true,
+            &dz,
+            false,
+        );
         for row in dz.chunks(self.output) {
             for (g, &v) in gb.iter_mut().zip(row) {
                 *g += v;
@@ -115,7 +134,17 @@ impl Projection {
         }
         // dx = dz · Wᵀ
         let mut dx = vec![F::zero(); batch * self.input];
-        matmul(batch, self.input, self.output, &mut dx, false, &dz, false, w, true);
+        matmul(
+            batch,
+            self.input,
+            self.output,
+            &mut dx,
+            false,
+            &dz,
+            false,
+            w,
+            true,
+        );
         Ok(dx)
     }
 }
