@@ -133,3 +133,23 @@ fn odd_sizes_pool_like_pytorch_and_still_match() {
     // 20 → 10 → 5 → 2 (floor) → 1
     check(3, 20, 2, 2);
 }
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // 64×64 images: several chunks of images per convolution
+    let case = Case::new(4, 64, 9, 3);
+    let mut rng = Rng::new(7);
+    let cnn: Vec<f64> = case.net.config.init_params(&mut rng);
+    let proj: Vec<f64> = case.proj.init_params(&mut rng);
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| case.grads(&cnn, &proj))
+    };
+    let one = run(1);
+    for threads in [2, 3] {
+        assert_eq!(run(threads), one, "{threads} threads differ from 1");
+    }
+}
