@@ -8,7 +8,8 @@
 use crate::float::Float;
 
 #[inline(always)]
-fn sigmoid<F: Float>(x: F) -> F {
+/// The logistic function `1 / (1 + e^{−x})`.
+pub(crate) fn sigmoid<F: Float>(x: F) -> F {
     F::one() / (F::one() + (-x).exp())
 }
 

@@ -6,7 +6,8 @@ use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
 /// A real scalar type the engine can run in (`f32` or `f64`).
 pub trait Float:
-    num_traits::Float
+    'static
+    + num_traits::Float
     + Copy
     + Send
     + Sync

@@ -5,7 +5,10 @@
 //!
 //! The flow: a [`config::NetworkConfig`] and a seed make a [`Network`]; a batch of
 //! [`Episodes`] runs through [`Network::forward`] (outputs and per-step diagnostics) or
-//! [`Network::loss_and_grad`] (the loss and the gradient of every named parameter).
+//! [`Network::loss_and_grad`] (the loss and the gradient of every named parameter; with
+//! [`Network::loss_and_grad_with`] also of the inputs, and [`Network::vjp`] for a loss of
+//! the caller's). The [`Network`] is plain data; an [`Engine`] runs it (those methods use a
+//! shared one; hold your own with [`Engine::new`]).
 //!
 //! ```
 //! use plastic::{config::NetworkConfig, Episodes, Loss, Network};
@@ -40,7 +43,7 @@ pub mod run;
 pub mod tasks;
 
 pub use config::{CellKind, InnerLrMode, NetworkConfig, Rule};
-pub use engine::{Forward, GradRequest, Gradient};
+pub use engine::{Engine, Forward, GradRequest, Gradient};
 pub use episode::{Episodes, Loss};
 pub use error::{Error, Result};
 pub use float::Float;

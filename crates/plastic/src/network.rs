@@ -2,10 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 
 use crate::config::NetworkConfig;
-use crate::engine::Workspace;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::params::{self, LayerId, Layout, NamedTensor};
@@ -15,32 +13,17 @@ use crate::rng::Rng;
 /// backward pass; longer episodes switch to checkpointing (see [`Network::set_snapshot_budget`]).
 pub const DEFAULT_SNAPSHOT_BUDGET: usize = 64 << 20;
 
-/// A plastic (or standard) recurrent network with its meta-learned parameters.
+/// A plastic (or standard) recurrent network: its configuration, parameter layout and
+/// meta-learned parameters; plain data. An [`crate::engine::Engine`] runs it
+/// (`Network::forward`, `Network::loss_and_grad`, ... are shorthands for the shared one).
+#[derive(Clone)]
 pub struct Network<F: Float> {
     config: NetworkConfig,
     layout: Layout,
     params: Vec<F>,
     /// α = 1 for `inner_lr_mode = none`, as long as the largest tensor.
-    pub(crate) ones: Vec<F>,
-    pub(crate) snapshot_budget: usize,
-    pub(crate) pool: Mutex<Vec<Workspace<F>>>,
-    /// Reusable large buffers (pair records, per-chunk gradients), so that a training
-    /// step does not map and unmap fresh memory.
-    pub(crate) buffers: Mutex<Vec<Vec<F>>>,
-}
-
-impl<F: Float> Clone for Network<F> {
-    fn clone(&self) -> Self {
-        Network {
-            config: self.config.clone(),
-            layout: self.layout.clone(),
-            params: self.params.clone(),
-            ones: self.ones.clone(),
-            snapshot_budget: self.snapshot_budget,
-            pool: Mutex::new(Vec::new()),
-            buffers: Mutex::new(Vec::new()),
-        }
-    }
+    ones: Vec<F>,
+    snapshot_budget: usize,
 }
 
 impl<F: Float> std::fmt::Debug for Network<F> {
@@ -106,8 +89,6 @@ impl<F: Float> Network<F> {
             params,
             ones: vec![F::one(); max],
             snapshot_budget: DEFAULT_SNAPSHOT_BUDGET,
-            pool: Mutex::new(Vec::new()),
-            buffers: Mutex::new(Vec::new()),
         }
     }
 
@@ -136,21 +117,17 @@ impl<F: Float> Network<F> {
     pub fn named_params(&self) -> BTreeMap<String, NamedTensor> {
         params::params_to_map(&self.layout, &self.params)
     }
-    /// Converts the parameters to another float type.
-    pub fn cast<G: Float>(&self) -> Network<G> {
-        let params = self.params.iter().map(|v| G::of(v.f64())).collect();
-        let mut n = Network::<G>::assemble(self.config.clone(), self.layout.clone(), params);
-        n.snapshot_budget = self.snapshot_budget;
-        n
-    }
-
     /// Sets the memory (bytes) one episode may use for plastic-weight snapshots during the
     /// backward pass. Episodes whose `T` snapshots do not fit are processed in segments of
     /// about `sqrt(T)` steps from checkpoints, recomputing the snapshots of each segment
     /// (exactly: same arithmetic, same results).
     pub fn set_snapshot_budget(&mut self, bytes: usize) {
         self.snapshot_budget = bytes;
-        self.pool.lock().unwrap().clear();
+    }
+
+    /// The snapshot budget in bytes (see [`Self::set_snapshot_budget`]).
+    pub fn snapshot_budget(&self) -> usize {
+        self.snapshot_budget
     }
 
     // Accessors used by the engine.

@@ -70,11 +70,6 @@ impl Rng {
         }
     }
 
-    /// A fresh 64-bit seed drawn from this generator.
-    pub fn next_seed(&mut self) -> u64 {
-        self.inner.next_u64()
-    }
-
     /// The generator's exact position.
     pub fn state(&self) -> RngState {
         let seed = self.inner.get_seed();

@@ -55,7 +55,7 @@ fn check<F: Float>(fx: &Fixture, tol: f64, snapshot_budget: Option<usize>) -> Ve
         }
         let m = compare(&ours, expected);
         let limit = if m.absolute { tol.max(1e-12) } else { tol };
-        if !(m.error <= limit) {
+        if !within(m.error, limit) {
             failures.push(format!(
                 "{} [{}] {what}: error {:.3e} > {:.0e} ({}), worst element #{}: ours {:.12e}, expected {:.12e}",
                 fx.name,
@@ -168,4 +168,9 @@ fn a_perturbed_parameter_is_caught() {
         failures.iter().any(|l| l.contains(" outputs:")),
         "{failures:?}"
     );
+}
+
+/// `error <= limit`, false for NaN.
+fn within(error: f64, limit: f64) -> bool {
+    error <= limit
 }

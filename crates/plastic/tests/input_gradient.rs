@@ -116,7 +116,7 @@ fn compare_all(
             (&grads[range.clone()], &fd_params[range])
         };
         let err = tensor_error(ours, fd, floor);
-        if !(err < TOL) {
+        if !within(err) {
             failures.push(format!("{what}: d/d {name}: error {err:.2e}"));
         }
     }
@@ -247,4 +247,22 @@ fn a_vjp_of_the_wrong_size_or_with_nan_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("NaN"), "{e}");
+}
+
+/// `err < TOL`, false for NaN.
+fn within(err: f64) -> bool {
+    err < TOL
+}
+
+#[test]
+fn an_own_engine_gives_the_same_results_as_the_network_shorthands() {
+    let (net, ep) = setup(&configs()[1], 3);
+    let engine = plastic::Engine::<f64>::new();
+    let own = engine.loss_and_grad(&net, &ep, Loss::Mse).unwrap();
+    assert_eq!(own, net.clone().loss_and_grad(&ep, Loss::Mse).unwrap());
+    engine.release_memory();
+    assert_eq!(
+        engine.forward(&net, &ep, Loss::Mse).unwrap(),
+        net.forward(&ep, Loss::Mse).unwrap()
+    );
 }
