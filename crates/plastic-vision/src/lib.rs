@@ -1,3 +1,24 @@
 //! One-shot image classification with plastic RNNs (the paper's `fsc` experiments): image
 //! data sets (the MetaOptNet pickles and a procedural set), episode sampling and
 //! augmentation, the CNNs, and the CNN → projection → plastic RNN model.
+//!
+//! The data side, in the order the data flows (`docs/fsc.md` §1–§4):
+//! - [`pickle`]: a reader (and a small writer) for the data-set pickles;
+//! - [`dataset`]: [`ImageDataset`], loaded from a `data_dir` per [`DatasetKind`] and
+//!   [`Phase`], or built in memory;
+//! - [`procedural`]: a procedural data set with the CIFAR-FS layout, for work without the
+//!   real data;
+//! - [`augment`]: the train-time augmentation and the normalisation;
+//! - [`episodes`]: [`EpisodeSampler`], which draws seeded batches of episodes as the
+//!   network's input sequence ([`FscBatch`]);
+//! - [`baseline`]: the raw-pixel nearest-neighbour baseline.
+
+pub mod augment;
+pub mod baseline;
+pub mod dataset;
+pub mod episodes;
+pub mod pickle;
+pub mod procedural;
+
+pub use dataset::{DatasetKind, ImageDataset, Phase};
+pub use episodes::{EpisodeConfig, EpisodeSampler, FscBatch};
