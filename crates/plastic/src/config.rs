@@ -118,6 +118,15 @@ pub struct NetworkConfig {
     pub inner_lr_mode: InnerLrMode,
     /// Keep the fixed weights at their initial values (only α, `out_weight`, ... train).
     pub random_network: bool,
+    /// Whether the network has its input layer `in` (default on). Without it the input `x`
+    /// goes straight into the recurrent cell as `u` (docs/fsc.md §5): there are no `in.*`
+    /// parameters, `rec.w_i` is (H, gH) and `input_size` must equal `hidden_size`.
+    #[serde(default = "default_true")]
+    pub input_layer: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for NetworkConfig {
@@ -137,6 +146,7 @@ impl Default for NetworkConfig {
             layernorm: false,
             inner_lr_mode: InnerLrMode::Random,
             random_network: false,
+            input_layer: true,
         }
     }
 }
@@ -176,6 +186,14 @@ impl NetworkConfig {
             if v == 0 {
                 return bad(format!("{name} must be at least 1, got 0"));
             }
+        }
+        if !self.input_layer && self.input_size != self.hidden_size {
+            return bad(format!(
+                "without an input layer (input_layer = false) the input goes straight into the \
+                 recurrent cell, so input_size must equal hidden_size; got input_size {} and \
+                 hidden_size {}",
+                self.input_size, self.hidden_size
+            ));
         }
         for (name, v) in [("p_lr", self.p_lr), ("p_wd", self.p_wd)] {
             if !v.is_finite() || v < 0.0 {

@@ -452,11 +452,15 @@ impl<F: Float> Network<F> {
         let dims = r.dims;
         let cfg = self.config();
         let two = F::one() + F::one();
-        // 1. input layer
-        self.linear(LayerId::In, x, p.as_deref(), r.f(A_IN));
-        let (a_in, u) = r.pair(A_IN, U);
-        for (u, &a) in u.iter_mut().zip(a_in) {
-            *u = a.max(F::zero());
+        // 1. input layer, or `u = x` without one (docs/fsc.md §5)
+        if cfg.input_layer {
+            self.linear(LayerId::In, x, p.as_deref(), r.f(A_IN));
+            let (a_in, u) = r.pair(A_IN, U);
+            for (u, &a) in u.iter_mut().zip(a_in) {
+                *u = a.max(F::zero());
+            }
+        } else {
+            r.f(U).copy_from_slice(x);
         }
         // 2. recurrent cell
         {
@@ -559,7 +563,7 @@ impl<F: Float> Network<F> {
                     cell::rnn_backward(head.f(ACT), head.f(GHR), gz);
                 }
             }
-            {
+            if cfg.input_layer {
                 let (gz, gu) = r.pair(GZ, GU);
                 gu.fill(F::zero());
                 mat_vec(self.w(LayerId::RecI), self.pw(LayerId::RecI, p), gz, gu);
@@ -579,7 +583,8 @@ impl<F: Float> Network<F> {
         let mut del2 = [F::zero(); 4];
         {
             let view = r.view();
-            for (k, id) in LayerId::ALL.into_iter().enumerate() {
+            for &id in self.layout().layer_ids {
+                let k = id as usize;
                 let (sp, sd) = dims.rule.signals(id);
                 pre2[k] = kernels::sq_norm(signal(sp, x, h_prev, &view));
                 del2[k] = kernels::sq_norm(signal(sd, x, h_prev, &view));
@@ -650,7 +655,7 @@ impl<F: Float> Network<F> {
         let (eta, lam) = (v.s(S_ETA), v.s(S_LAM));
         let clip = self.config().weight_clip.map(F::of);
         let one = [F::one()];
-        for id in LayerId::ALL {
+        for &id in self.layout().layer_ids {
             let l = *self.layout().layer(id);
             let (sp, sd) = dims.rule.signals(id);
             let (pre, del) = (signal(sp, x, h_prev, v), signal(sd, x, h_prev, v));
@@ -912,8 +917,9 @@ impl<F: Float> Network<F> {
         let dims = Dims::new(self);
         let (bsz, t_len) = (ep.batch, ep.steps);
         let second = self.config().is_plastic() && dims.rule.is_second_order();
-        // rank-1 terms per layer and step: In 1, RecH 1, RecI 1(+1), Out 1(+1)
-        let npairs = [1, 1, 1 + usize::from(second), 1 + usize::from(second)];
+        // rank-1 terms per layer and step: In 1, RecH 1, RecI 1(+1 with an input layer), Out 1(+1)
+        let inner_rec_i = second && self.config().input_layer;
+        let npairs = [1, 1, 1 + usize::from(inner_rec_i), 1 + usize::from(second)];
         let layers = self.layout().layers;
         // pooled, not zeroed: every episode fills its part (`Pairs::finish` zeroes what a
         // shorter recording leaves)
@@ -928,6 +934,19 @@ impl<F: Float> Network<F> {
         for (k, (pb, db)) in pre_bufs.iter_mut().zip(da_bufs.iter_mut()).enumerate() {
             let (rows, cols) = (layers[k].rows, layers[k].cols);
             let n = t_len * npairs[k];
+            if n * rows * cols == 0 {
+                // a layer the network does not have (no input layer)
+                for pairs in per_ep.iter_mut() {
+                    pairs.push(Pairs {
+                        pre: &mut [],
+                        da: &mut [],
+                        rows,
+                        cols,
+                        n: 0,
+                    });
+                }
+                continue;
+            }
             for (e, (pre, da)) in pb
                 .chunks_mut(n * rows)
                 .zip(db.chunks_mut(n * cols))
@@ -1148,7 +1167,8 @@ impl<F: Float> Network<F> {
                             };
                             (ep.x(b, tp), hp, vp)
                         });
-                        for (kk, id) in LayerId::ALL.into_iter().enumerate() {
+                        for &id in layout.layer_ids {
+                            let kk = id as usize;
                             let l = *layout.layer(id);
                             let (sp, sd) = dims.rule.signals(id);
                             let (pre, del) = (signal(sp, x, h_prev, &v), signal(sd, x, h_prev, &v));
@@ -1243,7 +1263,8 @@ impl<F: Float> Network<F> {
                         } else {
                             F::zero()
                         };
-                        for (kk, id) in LayerId::ALL.into_iter().enumerate() {
+                        for &id in layout.layer_ids {
+                            let kk = id as usize;
                             let (sp, sd) = dims.rule.signals(id);
                             let (pre, del) = (signal(sp, x, h_prev, &v), signal(sd, x, h_prev, &v));
                             let (pre2, del2) = (v.s(S_PRE2 + kk), v.s(S_DEL2 + kk));
@@ -1350,13 +1371,15 @@ impl<F: Float> Network<F> {
                     &mut bs.du,
                 );
                 // input layer
-                relu_mask(&mut bs.dain, &bs.du, u);
-                if plastic {
-                    bs.pend[0].push(x, &bs.dain);
-                    bs.pend[0].set_bias(&bs.dain);
+                if cfg.input_layer {
+                    relu_mask(&mut bs.dain, &bs.du, u);
+                    if plastic {
+                        bs.pend[0].push(x, &bs.dain);
+                        bs.pend[0].set_bias(&bs.dain);
+                    }
+                    add_to(&mut grad[layout.layer(LayerId::In).b..][..dims.h], &bs.dain);
+                    pairs[0].push(x, &bs.dain);
                 }
-                add_to(&mut grad[layout.layer(LayerId::In).b..][..dims.h], &bs.dain);
-                pairs[0].push(x, &bs.dain);
                 // carry to step t − 1
                 std::mem::swap(&mut bs.dh, &mut bs.dhp);
                 std::mem::swap(&mut bs.dc, &mut bs.dcp);
@@ -1404,21 +1427,23 @@ impl<F: Float> Network<F> {
         let dims = v.dims;
         let two = F::one() + F::one();
         let s = self.out_weight();
-        // g_ain = g_u ⊙ 1[a_in > 0]
-        let u = v.f(U);
-        relu_mask(&mut bs.dgu, &bs.ddel[0], u);
-        // g_u = (W_i + P_i) g_z
         bs.dgz.copy_from_slice(&bs.ddel[1]);
         add_to(&mut bs.dgz, &bs.ddel[2]);
-        self.inner_matvec_adjoint(
-            LayerId::RecI,
-            &bs.dgu,
-            v.f(GZ),
-            p_t,
-            &mut bs.pend[2],
-            &mut pairs[2],
-            &mut bs.dgz,
-        );
+        if self.config().input_layer {
+            // g_ain = g_u ⊙ 1[a_in > 0]
+            let u = v.f(U);
+            relu_mask(&mut bs.dgu, &bs.ddel[0], u);
+            // g_u = (W_i + P_i) g_z
+            self.inner_matvec_adjoint(
+                LayerId::RecI,
+                &bs.dgu,
+                v.f(GZ),
+                p_t,
+                &mut bs.pend[2],
+                &mut pairs[2],
+                &mut bs.dgz,
+            );
+        }
         // g_z from g_hr (cell, c_prev held constant)
         if dims.lstm {
             cell::lstm_inner_adjoint(

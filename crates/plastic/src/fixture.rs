@@ -108,6 +108,7 @@ fn config(v: &Value, path: &Path) -> Result<NetworkConfig> {
             .get("random_network")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        input_layer: true,
     })
 }
 
@@ -173,6 +174,94 @@ impl Fixture {
                 path,
             )?,
         })
+    }
+
+    /// Reads the recurrent part of an image-task fixture (`plastic-rnn-fsc/1`): the
+    /// network without its input layer (docs/fsc.md §5), `expected.rnn_input` as the input
+    /// and the one-hot `labels` as the target (the loss is the cross-entropy). The CNN and
+    /// projection (`cnn.*`, `proj.*`) are left out of `params` and `grads`.
+    pub fn load_fsc(path: &Path) -> Result<Fixture> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+        let fmt = v.get("format").and_then(Value::as_str).unwrap_or("");
+        if fmt != "plastic-rnn-fsc/1" {
+            return Err(Error::format(
+                path,
+                format!("format `{fmt}`; valid: plastic-rnn-fsc/1"),
+            ));
+        }
+        let get = |k: &str| {
+            v.get(k)
+                .ok_or_else(|| Error::format(path, format!("missing `{k}`")))
+        };
+        let expected = get("expected")?;
+        let exp_tensor = |k: &str| {
+            let t = expected
+                .get(k)
+                .ok_or_else(|| Error::format(path, format!("missing `expected.{k}`")))?;
+            tensor(t, &format!("expected.{k}"), path)
+        };
+        let mut config = config(get("config")?, path)?;
+        config.input_layer = false;
+        let rnn_part = |m: BTreeMap<String, NamedTensor>| -> BTreeMap<String, NamedTensor> {
+            m.into_iter()
+                .filter(|(k, _)| !k.starts_with("cnn.") && !k.starts_with("proj."))
+                .collect()
+        };
+        let labels = tensor(get("labels")?, "labels", path)?;
+        let o = config.output_size;
+        let mut onehot = vec![0.0; labels.data.len() * o];
+        for (k, &l) in labels.data.iter().enumerate() {
+            if l < 0.0 || l.fract() != 0.0 || l as usize >= o {
+                return Err(Error::format(
+                    path,
+                    format!("labels[{k}] = {l}; valid: integers 0..{o}"),
+                ));
+            }
+            onehot[k * o + l as usize] = 1.0;
+        }
+        let mut fx = Fixture {
+            name: v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            config,
+            batch: 0,
+            steps: 0,
+            test_begin: 0,
+            params: rnn_part(tensors(get("params")?, "params", path)?),
+            input: exp_tensor("rnn_input")?,
+            target: NamedTensor {
+                shape: [labels.shape.as_slice(), &[o]].concat(),
+                data: onehot,
+            },
+            expected: ["outputs", "plasticity_rate", "decay_rate", "inner_loss"]
+                .into_iter()
+                .map(|k| Ok((k.to_string(), exp_tensor(k)?)))
+                .collect::<Result<_>>()?,
+            loss: expected
+                .get("loss")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| Error::format(path, "missing `expected.loss`"))?,
+            grads: BTreeMap::new(),
+        };
+        let grads = expected
+            .get("grads")
+            .ok_or_else(|| Error::format(path, "missing `expected.grads`"))?;
+        fx.grads = rnn_part(tensors(grads, "expected.grads", path)?);
+        for (field, k) in [
+            (&mut fx.batch, "batch"),
+            (&mut fx.steps, "steps"),
+            (&mut fx.test_begin, "test_begin"),
+        ] {
+            *field = get(k)?
+                .as_u64()
+                .ok_or_else(|| Error::format(path, format!("`{k}` must be an integer")))?
+                as usize;
+        }
+        Ok(fx)
     }
 
     /// The fixture's episodes in float type `F`.

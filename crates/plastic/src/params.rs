@@ -106,6 +106,9 @@ pub struct Layout {
     pub layernorm: Option<(usize, usize)>,
     /// Elements of one episode's plastic state (0 for `plasticity = none`).
     pub plastic_len: usize,
+    /// The linear maps the network has: all four, or all but [`LayerId::In`] when the
+    /// configuration has no input layer (whose entry in `layers` is then empty).
+    pub layer_ids: &'static [LayerId],
 }
 
 impl Layout {
@@ -118,6 +121,11 @@ impl Layout {
         );
         let gh = config.gates() * h;
         let dims = [(i, h), (h, gh), (h, gh), (h, d)];
+        let layer_ids: &'static [LayerId] = if config.input_layer {
+            &LayerId::ALL
+        } else {
+            &LayerId::ALL[1..]
+        };
         let mut infos = Vec::new();
         let mut len = 0;
         let mut push = |name: &str, shape: Vec<usize>, trainable: bool| {
@@ -133,7 +141,8 @@ impl Layout {
         };
         let fixed_trainable = !(config.random_network && config.is_plastic());
         let mut wb = [(0, 0); 4];
-        for (k, layer) in LayerId::ALL.iter().enumerate() {
+        for &layer in layer_ids {
+            let k = layer as usize;
             let (wn, bn, _, _) = layer.names();
             let (r, c) = dims[k];
             wb[k] = (
@@ -143,7 +152,8 @@ impl Layout {
         }
         let mut alphas = [(None, None); 4];
         if config.has_alpha() {
-            for (k, layer) in LayerId::ALL.iter().enumerate() {
+            for &layer in layer_ids {
+                let k = layer as usize;
                 let (_, _, awn, abn) = layer.names();
                 let (r, c) = dims[k];
                 alphas[k] = (
@@ -161,7 +171,11 @@ impl Layout {
         });
         let mut plastic_len = 0;
         let layers = std::array::from_fn(|k| {
-            let (r, c) = dims[k];
+            let (r, c) = if layer_ids.contains(&LayerId::ALL[k]) {
+                dims[k]
+            } else {
+                (0, 0)
+            };
             let pw = plastic_len;
             if config.is_plastic() {
                 plastic_len += r * c + c;
@@ -184,6 +198,7 @@ impl Layout {
             out_weight,
             layernorm,
             plastic_len,
+            layer_ids,
         }
     }
 
@@ -235,7 +250,7 @@ impl Layout {
 pub fn init_params<F: Float>(config: &NetworkConfig, layout: &Layout, rng: &mut Rng) -> Vec<F> {
     let mut data = vec![F::zero(); layout.len()];
     let h = config.hidden_size as f64;
-    for id in LayerId::ALL {
+    for &id in layout.layer_ids {
         let l = layout.layer(id);
         let k = match (id, config.is_plastic(), config.rnn) {
             (LayerId::In | LayerId::Out, _, _) => 1.0 / (l.cols as f64).sqrt(),
@@ -250,7 +265,7 @@ pub fn init_params<F: Float>(config: &NetworkConfig, layout: &Layout, rng: &mut 
             *v = F::of(rng.uniform_in(-k, k));
         }
     }
-    for id in LayerId::ALL {
+    for &id in layout.layer_ids {
         let l = layout.layer(id);
         for (off, n) in [(l.alpha_w, l.w_len()), (l.alpha_b, l.cols)] {
             let Some(off) = off else { continue };

@@ -172,6 +172,7 @@ impl RunConfig {
             layernorm: n.layernorm,
             inner_lr_mode: n.inner_lr_mode,
             random_network: n.random_network,
+            input_layer: true,
         }
     }
 
