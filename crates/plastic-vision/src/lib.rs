@@ -12,13 +12,20 @@
 //! - [`episodes`]: [`EpisodeSampler`], which draws seeded batches of episodes as the
 //!   network's input sequence ([`FscBatch`]);
 //! - [`baseline`]: the raw-pixel nearest-neighbour baseline.
+//!
+//! Training (`docs/fsc.md` §6–§7):
+//! - [`config`]: [`FscConfig`], every knob of an `fsc` run, TOML and `key=value`;
+//! - [`run`]: the meta-training protocol in a run folder, resume, test.
 
 pub mod augment;
 pub mod baseline;
+pub mod config;
 pub mod dataset;
 pub mod episodes;
 pub mod pickle;
 pub mod procedural;
+pub mod run;
 
+pub use config::{FscConfig, ImageSource};
 pub use dataset::{DatasetKind, ImageDataset, Phase};
 pub use episodes::{EpisodeConfig, EpisodeSampler, FscBatch};
