@@ -122,9 +122,10 @@ pub struct FscLogRow {
 }
 
 impl FscLogRow {
+    /// The row as `progress.tsv` writes it (numbers in their shortest exact form).
     fn tsv(&self) -> String {
         format!(
-            "{}\t{:.9e}\t{:.9e}\t{:.4}\t{:.9e}\t{:.3}",
+            "{}\t{:e}\t{:e}\t{}\t{:e}\t{:.3}",
             self.step, self.train_loss, self.val_loss, self.val_acc, self.lr, self.elapsed_s
         )
     }
@@ -590,14 +591,16 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let corrupt =
             |m: String| Error::format(&path, format!("corrupt or truncated checkpoint: {m}"));
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| corrupt(e.to_string()))?;
+        let st =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();
-        let state: CheckpointState =
-            serde_json::from_str(meta.get("state").ok_or_else(|| corrupt("no state".into()))?)
-                .map_err(|e| corrupt(e.to_string()))?;
+        let state: CheckpointState = serde_json::from_str(
+            meta.get("state")
+                .ok_or_else(|| corrupt("no state".into()))?,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
         if state.format != CHECKPOINT_FORMAT {
             return Err(corrupt(format!(
                 "format `{}`, expected {CHECKPOINT_FORMAT}",
@@ -645,7 +648,10 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
         let text = fs::read_to_string(&progress).unwrap_or_default();
         let mut kept = vec![PROGRESS_HEADER.to_string()];
         for line in text.lines().skip(1) {
-            let step = line.split('\t').next().and_then(|s| s.parse::<usize>().ok());
+            let step = line
+                .split('\t')
+                .next()
+                .and_then(|s| s.parse::<usize>().ok());
             if step.is_some_and(|s| s <= self.state.step) {
                 kept.push(line.to_string());
             }
@@ -734,7 +740,10 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
                 let elapsed = elapsed0 + started.elapsed().as_secs_f64();
                 self.log(step, elapsed, observer)?;
             }
-            let batch = self.data.train.batch::<F>(c.seed, step as u64, c.batch_size);
+            let batch = self
+                .data
+                .train
+                .batch::<F>(c.seed, step as u64, c.batch_size);
             let mut r = self.model.train_step(&batch)?;
             if !r.loss.is_finite() || r.grads.iter().any(|v| !v.is_finite()) {
                 return Err(Error::Diverged(format!(
