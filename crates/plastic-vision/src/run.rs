@@ -84,7 +84,7 @@ pub struct EvalResult {
 /// buffers that are not trained (the BatchNorm running statistics), a training step that
 /// returns the gradient (and updates the buffers, in training mode), and an evaluation-mode
 /// pass.
-pub trait FscLearner<F: Float>: Clone {
+pub trait FscLearner<F: Float> {
     /// Every parameter, named, in the order of [`FscLearner::params`].
     fn param_infos(&self) -> Vec<ParamInfo>;
     /// The parameters.
@@ -100,8 +100,8 @@ pub trait FscLearner<F: Float>: Clone {
     /// Loss, correct first queries and gradient on a training batch (training mode: batch
     /// statistics, running statistics updated).
     fn train_step(&mut self, batch: &FscBatch<F>) -> Result<StepResult<F>>;
-    /// Loss and correct first queries in evaluation mode (running statistics).
-    fn evaluate(&self, batch: &FscBatch<F>) -> Result<EvalResult>;
+    /// Loss and correct first queries in evaluation mode (running statistics, unchanged).
+    fn evaluate(&mut self, batch: &FscBatch<F>) -> Result<EvalResult>;
 }
 
 /// One row of `progress.tsv`.
@@ -308,7 +308,7 @@ pub fn accuracy_ci95(correct: usize, total: usize) -> (f64, f64) {
 /// Evaluates `model` on `batches` (evaluation mode): mean loss over batches, correct first
 /// queries and episodes.
 pub fn evaluate_batches<F: Float, M: FscLearner<F>>(
-    model: &M,
+    model: &mut M,
     batches: impl IntoIterator<Item = FscBatch<F>>,
 ) -> Result<(f64, usize, usize)> {
     let (mut loss, mut correct, mut total, mut n) = (0.0, 0, 0, 0);
@@ -674,12 +674,12 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
     }
 
     /// The `index`-th validation: `test_batch` fresh validation batches.
-    fn validate(&self, index: usize) -> Result<(f64, f64)> {
+    fn validate(&mut self, index: usize) -> Result<(f64, f64)> {
         let c = &self.config;
         let first = (index * c.test_batch) as u64;
-        let batches =
-            (0..c.test_batch as u64).map(|j| self.data.val.batch(c.seed, first + j, c.batch_size));
-        let (loss, correct, total) = evaluate_batches(&self.model, batches)?;
+        let val = &self.data.val;
+        let batches = (0..c.test_batch as u64).map(|j| val.batch(c.seed, first + j, c.batch_size));
+        let (loss, correct, total) = evaluate_batches(&mut self.model, batches)?;
         Ok((loss, 100.0 * correct as f64 / total as f64))
     }
 
@@ -759,13 +759,13 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
             observer.step(step, r.loss);
         }
         let elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
-        // the best parameters on the fixed test episodes
-        let mut best = self.model.clone();
-        best.params_mut().copy_from_slice(&self.best_params);
-        best.set_buffers(&self.best_buffers)?;
+        // the best parameters on the fixed test episodes (training is over: the model
+        // takes them)
+        self.model.params_mut().copy_from_slice(&self.best_params);
+        self.model.set_buffers(&self.best_buffers)?;
         let tests = self.data.test_batches::<F>(&c);
         let nn = nearest_neighbour_score(&tests);
-        let (test_loss, correct, total) = evaluate_batches(&best, tests)?;
+        let (test_loss, correct, total) = evaluate_batches(&mut self.model, tests)?;
         let (test_acc, test_acc_ci95) = accuracy_ci95(correct, total);
         let summary = FscSummary {
             test_acc,

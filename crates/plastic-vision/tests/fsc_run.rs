@@ -16,7 +16,6 @@ use plastic_vision::{FscBatch, FscConfig};
 
 /// A softmax classifier of the first query's channel means, centred by a running mean that
 /// is updated in training mode (a stand-in for the BatchNorm statistics).
-#[derive(Clone)]
 struct ColourLearner {
     way: usize,
     params: Vec<f64>,
@@ -136,7 +135,7 @@ impl FscLearner<f64> for ColourLearner {
             grads,
         })
     }
-    fn evaluate(&self, batch: &FscBatch<f64>) -> Result<EvalResult> {
+    fn evaluate(&mut self, batch: &FscBatch<f64>) -> Result<EvalResult> {
         let (loss, correct, _) = self.pass(batch, &self.running);
         Ok(EvalResult { loss, correct })
     }
@@ -361,7 +360,6 @@ fn bad_starts_are_clear_errors() {
 }
 
 /// A learner type for the float-type check (never built).
-#[derive(Clone)]
 struct NoModel;
 impl FscLearner<f32> for NoModel {
     fn param_infos(&self) -> Vec<ParamInfo> {
@@ -385,7 +383,7 @@ impl FscLearner<f32> for NoModel {
     fn train_step(&mut self, _: &FscBatch<f32>) -> Result<StepResult<f32>> {
         unreachable!()
     }
-    fn evaluate(&self, _: &FscBatch<f32>) -> Result<EvalResult> {
+    fn evaluate(&mut self, _: &FscBatch<f32>) -> Result<EvalResult> {
         unreachable!()
     }
 }
