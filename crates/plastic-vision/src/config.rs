@@ -322,9 +322,13 @@ impl FscConfig {
         self.network_config().validate()
     }
 
-    /// The TOML text of this configuration.
+    /// The TOML text of this configuration, headed by `task = "fsc"` (so that a run
+    /// folder says which task it is).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("an fsc configuration always serialises")
+        format!(
+            "task = \"fsc\"\n{}",
+            toml::to_string(self).expect("an fsc configuration always serialises")
+        )
     }
 
     fn table(&self) -> toml::Table {
