@@ -13,15 +13,20 @@
 //!   network's input sequence ([`FscBatch`]);
 //! - [`baseline`]: the raw-pixel nearest-neighbour baseline.
 //!
+//! The model (`docs/fsc.md` §5): [`cnn`] (ProtoNet conv4, projection) and [`model`]
+//! (CNN → projection → plastic RNN).
+//!
 //! Training (`docs/fsc.md` §6–§7):
 //! - [`config`]: [`FscConfig`], every knob of an `fsc` run, TOML and `key=value`;
 //! - [`run`]: the meta-training protocol in a run folder, resume, test.
 
 pub mod augment;
 pub mod baseline;
+pub mod cnn;
 pub mod config;
 pub mod dataset;
 pub mod episodes;
+pub mod model;
 pub mod pickle;
 pub mod procedural;
 pub mod run;

@@ -343,13 +343,35 @@ pub struct Forward<F> {
     pub loss: F,
 }
 
-/// The episode loss and its gradient with respect to every parameter.
+/// The episode loss and its gradient with respect to every parameter (and, when asked
+/// for, to the inputs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gradient<F> {
-    /// The episode loss.
+    /// The episode loss; for [`Network::vjp`], the scalar `Σ d_outputs ⊙ outputs` whose
+    /// gradient the VJP is.
     pub loss: F,
     /// `d loss / d parameter`, in [`crate::params::Layout`] order.
     pub grads: Vec<F>,
+    /// `d loss / d inputs`, (B, T, I) like [`Episodes::input`]: one vector per episode and
+    /// step. `Some` only when [`GradRequest::inputs`] asked for it.
+    pub input_grads: Option<Vec<F>>,
+}
+
+/// What a backward pass computes besides the parameter gradient; what is not asked for
+/// costs nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GradRequest {
+    /// Also return `d loss / d inputs` ([`Gradient::input_grads`]).
+    pub inputs: bool,
+}
+
+/// Where the backward pass's adjoint of the outputs comes from.
+#[derive(Debug, Clone, Copy)]
+enum Seed<'a, F> {
+    /// The episode loss against the episodes' targets, at the steps from `test_begin`.
+    Loss(Loss),
+    /// Given by the caller, (B, T, O), at every step.
+    OutputAdjoint(&'a [F]),
 }
 
 impl<F: Float> Network<F> {
@@ -913,6 +935,54 @@ impl<F: Float> Network<F> {
 
     /// The episode loss and its exact gradient with respect to every parameter.
     pub fn loss_and_grad(&self, ep: &Episodes<F>, loss: Loss) -> Result<Gradient<F>> {
+        self.loss_and_grad_with(ep, loss, GradRequest::default())
+    }
+
+    /// [`Self::loss_and_grad`], with the extra results of `request` (e.g. the gradient
+    /// with respect to the inputs, for a network that feeds this one).
+    pub fn loss_and_grad_with(
+        &self,
+        ep: &Episodes<F>,
+        loss: Loss,
+        request: GradRequest,
+    ) -> Result<Gradient<F>> {
+        self.backward(ep, Seed::Loss(loss), request)
+    }
+
+    /// The vector-Jacobian product for any loss the caller computes from the outputs: given
+    /// `d_outputs = dL/d outputs`, (B, T, O) like [`Forward::outputs`], returns `dL/d`
+    /// every parameter (and, with `request.inputs`, `dL/d inputs`). The targets and
+    /// `test_begin` of `ep` are not used. This is the same backward pass as
+    /// [`Self::loss_and_grad`], which seeds it with its own loss's output adjoint.
+    pub fn vjp(
+        &self,
+        ep: &Episodes<F>,
+        d_outputs: &[F],
+        request: GradRequest,
+    ) -> Result<Gradient<F>> {
+        let n = ep.batch * ep.steps * ep.output_size;
+        if d_outputs.len() != n {
+            return Err(Error::Data(format!(
+                "d_outputs has {} values, expected B·T·O = {}·{}·{} = {n}",
+                d_outputs.len(),
+                ep.batch,
+                ep.steps,
+                ep.output_size
+            )));
+        }
+        if d_outputs.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Data("d_outputs contains NaN or infinity".into()));
+        }
+        self.backward(ep, Seed::OutputAdjoint(d_outputs), request)
+    }
+
+    /// The one backward pass: forward and backward of every episode, seeded by `seed`.
+    fn backward(
+        &self,
+        ep: &Episodes<F>,
+        seed: Seed<'_, F>,
+        request: GradRequest,
+    ) -> Result<Gradient<F>> {
         self.check_episodes(ep)?;
         let dims = Dims::new(self);
         let (bsz, t_len) = (ep.batch, ep.steps);
@@ -931,6 +1001,13 @@ impl<F: Float> Network<F> {
             .collect();
         // split the pair buffers per episode
         let mut per_ep: Vec<Vec<Pairs<'_, F>>> = (0..bsz).map(|_| Vec::with_capacity(4)).collect();
+        let ep_inputs = t_len * ep.input_size;
+        let mut input_grads = vec![F::zero(); if request.inputs { bsz * ep_inputs } else { 0 }];
+        let mut dx_per_ep: Vec<&mut [F]> = if request.inputs {
+            input_grads.chunks_mut(ep_inputs).collect()
+        } else {
+            (0..bsz).map(|_| <&mut [F]>::default()).collect()
+        };
         for (k, (pb, db)) in pre_bufs.iter_mut().zip(da_bufs.iter_mut()).enumerate() {
             let (rows, cols) = (layers[k].rows, layers[k].cols);
             let n = t_len * npairs[k];
@@ -965,15 +1042,17 @@ impl<F: Float> Network<F> {
         let nparams = self.layout().len();
         let results: Vec<(F, Vec<F>)> = per_ep
             .par_chunks_mut(chunk)
+            .zip(dx_per_ep.par_chunks_mut(chunk))
             .enumerate()
-            .map(|(ci, eps)| {
+            .map(|(ci, (eps, dxs))| {
                 let mut ws = self.take_workspace();
                 let mut grad = self.take_buffer(nparams, true);
                 let mut lsum = F::zero();
-                for (j, pairs) in eps.iter_mut().enumerate() {
+                for (j, (pairs, dx)) in eps.iter_mut().zip(dxs.iter_mut()).enumerate() {
                     let b = ci * chunk + j;
                     self.run_forward(ep, b, &mut ws, true, &mut []);
-                    lsum += self.run_backward(ep, b, loss, &mut ws, &mut grad, pairs);
+                    let dx = request.inputs.then_some(&mut **dx);
+                    lsum += self.run_backward(ep, b, seed, &mut ws, &mut grad, pairs, dx);
                     for p in pairs.iter_mut() {
                         p.finish();
                     }
@@ -983,6 +1062,7 @@ impl<F: Float> Network<F> {
             })
             .collect();
         drop(per_ep);
+        drop(dx_per_ep);
         let mut grads = vec![F::zero(); nparams];
         let mut total = F::zero();
         let mut spent = Vec::with_capacity(results.len() + 8);
@@ -1020,18 +1100,25 @@ impl<F: Float> Network<F> {
         spent.extend(pre_bufs);
         spent.extend(da_bufs);
         self.return_buffers(spent);
-        Ok(Gradient { loss: total, grads })
+        Ok(Gradient {
+            loss: total,
+            grads,
+            input_grads: request.inputs.then_some(input_grads),
+        })
     }
 
     /// Backward pass of one episode whose forward is recorded in `ws`; returns its loss.
+    /// With `dx`, writes `d loss / d x_t` of every step there, (T, I).
+    #[allow(clippy::too_many_arguments)]
     fn run_backward(
         &self,
         ep: &Episodes<F>,
         b: usize,
-        loss: Loss,
+        seed: Seed<'_, F>,
         ws: &mut Workspace<F>,
         grad: &mut [F],
         pairs: &mut [Pairs<'_, F>],
+        mut dx: Option<&mut [F]>,
     ) -> F {
         let dims = Dims::new(self);
         let cfg = self.config();
@@ -1133,10 +1220,20 @@ impl<F: Float> Network<F> {
                     bs.dpre[kk].fill(F::zero());
                     bs.ddel[kk].fill(F::zero());
                 }
-                // loss
-                if t >= ep.test_begin {
-                    total += step_loss(loss, &v.f(Y)[..dims.o], ep.y(b, t), scale, &mut bs.dpred);
-                    bs.dy[..dims.o].copy_from_slice(&bs.dpred);
+                // loss, or the caller's adjoint of the outputs
+                match seed {
+                    Seed::Loss(loss) if t >= ep.test_begin => {
+                        let y = &v.f(Y)[..dims.o];
+                        total += step_loss(loss, y, ep.y(b, t), scale, &mut bs.dpred);
+                        bs.dy[..dims.o].copy_from_slice(&bs.dpred);
+                    }
+                    Seed::Loss(_) => {}
+                    Seed::OutputAdjoint(d) => {
+                        let d = &d[(b * t_len + t) * dims.o..][..dims.o];
+                        let y = &v.f(Y)[..dims.o];
+                        total += d.iter().zip(y).map(|(&a, &y)| a * y).sum::<F>();
+                        bs.dy[..dims.o].copy_from_slice(d);
+                    }
                 }
                 if let Some(p_t) = p_t {
                     let (eta0, eta, lam, norm) = (v.s(S_ETA0), v.s(S_ETA), v.s(S_LAM), v.s(S_NORM));
@@ -1379,6 +1476,16 @@ impl<F: Float> Network<F> {
                     }
                     add_to(&mut grad[layout.layer(LayerId::In).b..][..dims.h], &bs.dain);
                     pairs[0].push(x, &bs.dain);
+                }
+                // d loss / d x: the input layer's `pre` and mat-vec, or `u = x` itself
+                if let Some(dx) = dx.as_deref_mut() {
+                    let dx = &mut dx[t * ep.input_size..(t + 1) * ep.input_size];
+                    if cfg.input_layer {
+                        dx.copy_from_slice(&bs.dpre[0]);
+                        mat_vec(self.w(LayerId::In), ptw(LayerId::In), &bs.dain, dx);
+                    } else {
+                        dx.copy_from_slice(&bs.du);
+                    }
                 }
                 // carry to step t − 1
                 std::mem::swap(&mut bs.dh, &mut bs.dhp);

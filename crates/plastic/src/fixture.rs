@@ -39,7 +39,8 @@ pub struct Fixture {
     pub grads: BTreeMap<String, NamedTensor>,
 }
 
-fn tensor(v: &Value, what: &str, path: &Path) -> Result<NamedTensor> {
+/// Reads one fixture tensor (`{"shape": [...], "data": [...]}`); `what` names it in errors.
+pub fn tensor(v: &Value, what: &str, path: &Path) -> Result<NamedTensor> {
     let bad = |m: &str| Error::format(path, format!("{what}: {m}"));
     let shape = v
         .get("shape")

@@ -40,7 +40,7 @@ pub mod run;
 pub mod tasks;
 
 pub use config::{CellKind, InnerLrMode, NetworkConfig, Rule};
-pub use engine::{Forward, Gradient};
+pub use engine::{Forward, GradRequest, Gradient};
 pub use episode::{Episodes, Loss};
 pub use error::{Error, Result};
 pub use float::Float;

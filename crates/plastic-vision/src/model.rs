@@ -1,0 +1,495 @@
+//! The fsc model (docs/fsc.md §4–§5): at every step a CNN embeds that step's image of each
+//! episode, a projection + ReLU maps the features to H − E, the extra input (the one-hot
+//! label at support steps, zeros at query steps) is appended, and the plastic RNN without
+//! its input layer reads the resulting H-vector. The loss is the cross-entropy over the
+//! query steps; the accuracy counts the first query step.
+//!
+//! All parameters live in one flat buffer, in the order CNN, projection, RNN (the RNN's own
+//! [`plastic::Layout`] order), so that an optimiser can update them as one slice; the
+//! gradient has the same layout.
+
+use std::collections::BTreeMap;
+
+use plastic::params::{NamedTensor, ParamInfo};
+use plastic::rng::Rng;
+use plastic::{Episodes, Error, Float, Loss, Network, NetworkConfig, Result};
+
+use crate::cnn::{BatchNormBuffers, ProtoNet, ProtoNetConfig, ProtoNetTape, Projection, BLOCKS};
+
+/// The shape of an fsc model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FscConfig {
+    /// The CNN.
+    pub cnn: ProtoNetConfig,
+    /// The plastic RNN; `input_layer` must be off and `input_size == hidden_size` (H).
+    pub network: NetworkConfig,
+    /// Size E of the extra input appended to the projection (the way, 5).
+    pub extra_input_dim: usize,
+}
+
+impl FscConfig {
+    /// Checks the pieces fit together.
+    pub fn check(&self) -> Result<()> {
+        self.cnn.check()?;
+        self.network.validate()?;
+        let h = self.network.hidden_size;
+        if self.network.input_layer {
+            return Err(Error::Config(
+                "the fsc model feeds the RNN without its input layer: set input_layer = false"
+                    .into(),
+            ));
+        }
+        if self.extra_input_dim == 0 || self.extra_input_dim >= h {
+            return Err(Error::Config(format!(
+                "extra_input_dim must be in 1..hidden_size ({h}), got {}",
+                self.extra_input_dim
+            )));
+        }
+        Ok(())
+    }
+
+    /// The projection's output size H − E.
+    pub fn proj_size(&self) -> usize {
+        self.network.hidden_size - self.extra_input_dim
+    }
+}
+
+/// One batch of episodes for the fsc model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FscBatch<F> {
+    /// Episodes B.
+    pub batch: usize,
+    /// Steps T.
+    pub steps: usize,
+    /// First query step (the loss covers steps `test_begin..T`).
+    pub test_begin: usize,
+    /// Images (B, T, C, S, S).
+    pub images: Vec<F>,
+    /// Extra input (B, T, E).
+    pub extra_input: Vec<F>,
+    /// Class of each step's image (B, T), in `0..output_size`.
+    pub labels: Vec<usize>,
+}
+
+/// What a forward pass computes, for inspection and tests.
+#[derive(Debug, Clone)]
+pub struct FscForward<F> {
+    /// CNN features (B, T, F).
+    pub cnn_features: Vec<F>,
+    /// RNN input `[relu(proj(features)), extra_input]` (B, T, H).
+    pub rnn_input: Vec<F>,
+    /// The RNN's forward pass (outputs, η, λ, inner loss, loss).
+    pub rnn: plastic::Forward<F>,
+    /// Episodes whose first query step is classified correctly (argmax).
+    pub correct_first_query: usize,
+}
+
+/// The loss, the accuracy count and the gradient of every parameter.
+#[derive(Debug, Clone)]
+pub struct FscGradient<F> {
+    /// The episode loss.
+    pub loss: F,
+    /// Episodes whose first query step is classified correctly.
+    pub correct_first_query: usize,
+    /// `d loss / d parameter`, in [`FscModel::layout`] order.
+    pub grads: Vec<F>,
+}
+
+/// CNN → projection → plastic RNN (docs/fsc.md §5).
+#[derive(Debug)]
+pub struct FscModel<F: Float> {
+    config: FscConfig,
+    cnn: ProtoNet,
+    proj: Projection,
+    layout: Vec<ParamInfo>,
+    params: Vec<F>,
+    buffers: Vec<BatchNormBuffers<F>>,
+    net: Network<F>,
+}
+
+/// Per-step quantities kept for the backward pass.
+struct StepRecord<F> {
+    features: Vec<F>,
+    embedded: Vec<F>,
+    tape: Option<ProtoNetTape<F>>,
+}
+
+impl<F: Float> FscModel<F> {
+    /// A model with seeded initial parameters (CNN, then projection, then RNN, each from
+    /// its own stream of `seed`) and fresh BatchNorm statistics.
+    pub fn new(config: FscConfig, seed: u64) -> Result<Self> {
+        config.check()?;
+        let net = Network::<F>::new(config.network.clone(), seed)?;
+        let (cnn, proj, layout) = Self::pieces(&config, net.layout().infos());
+        let mut params = config.cnn.init_params::<F>(&mut Rng::with_stream(seed, 101));
+        params.extend(proj.init_params::<F>(&mut Rng::with_stream(seed, 102)));
+        params.extend_from_slice(net.params());
+        Ok(FscModel {
+            buffers: cnn.new_buffers(),
+            config,
+            cnn,
+            proj,
+            layout,
+            params,
+            net,
+        })
+    }
+
+    /// A model from named parameters (every parameter present with its shape) and named
+    /// BatchNorm buffers (`cnn.{k}.bn.running_mean/running_var/num_batches_tracked`, the
+    /// last a one-element tensor); missing buffers are an error.
+    pub fn from_named(
+        config: FscConfig,
+        params: &BTreeMap<String, NamedTensor>,
+        buffers: &BTreeMap<String, NamedTensor>,
+    ) -> Result<Self> {
+        config.check()?;
+        let rnn: BTreeMap<String, NamedTensor> = params
+            .iter()
+            .filter(|(k, _)| !k.starts_with("cnn.") && !k.starts_with("proj."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let net = Network::<F>::from_named(config.network.clone(), &rnn)?;
+        let (cnn, proj, layout) = Self::pieces(&config, net.layout().infos());
+        let mut flat = vec![F::zero(); layout.last().map_or(0, |i| i.offset + i.len())];
+        for info in &layout {
+            let t = params.get(&info.name).ok_or_else(|| Error::MissingParam {
+                name: info.name.clone(),
+                expected: info.shape.clone(),
+            })?;
+            if t.shape != info.shape {
+                return Err(Error::ParamShape {
+                    name: info.name.clone(),
+                    expected: info.shape.clone(),
+                    found: t.shape.clone(),
+                });
+            }
+            for (d, &s) in flat[info.range()].iter_mut().zip(&t.data) {
+                *d = F::of(s);
+            }
+        }
+        for name in params.keys() {
+            if !layout.iter().any(|i| &i.name == name) {
+                return Err(Error::UnknownParam {
+                    name: name.clone(),
+                    valid: layout
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        let mut model = FscModel {
+            buffers: cnn.new_buffers(),
+            config,
+            cnn,
+            proj,
+            layout,
+            params: flat,
+            net,
+        };
+        model.set_named_buffers(buffers)?;
+        Ok(model)
+    }
+
+    fn pieces(
+        config: &FscConfig,
+        rnn_infos: &[ParamInfo],
+    ) -> (ProtoNet, Projection, Vec<ParamInfo>) {
+        let cnn = ProtoNet { config: config.cnn };
+        let proj = Projection {
+            input: config.cnn.feature_size(),
+            output: config.proj_size(),
+        };
+        let mut layout = config.cnn.param_infos(0);
+        let cnn_len = config.cnn.param_len();
+        layout.extend(proj.param_infos(cnn_len));
+        let rnn_offset = cnn_len + proj.param_len();
+        layout.extend(rnn_infos.iter().map(|i| ParamInfo {
+            offset: i.offset + rnn_offset,
+            ..i.clone()
+        }));
+        (cnn, proj, layout)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FscConfig {
+        &self.config
+    }
+
+    /// Every parameter's name, shape and place in [`Self::params`] (CNN, projection, RNN).
+    pub fn layout(&self) -> &[ParamInfo] {
+        &self.layout
+    }
+
+    /// All parameters as one flat buffer (the optimiser's view).
+    pub fn params(&self) -> &[F] {
+        &self.params
+    }
+
+    /// All parameters, mutable (the optimiser's view).
+    pub fn params_mut(&mut self) -> &mut [F] {
+        &mut self.params
+    }
+
+    /// Which entries of [`Self::params`] the optimiser updates.
+    pub fn trainable_mask(&self) -> Vec<bool> {
+        let mut mask = vec![true; self.rnn_offset()];
+        mask.extend(self.net.layout().trainable_mask());
+        mask
+    }
+
+    /// The parameters by name (f64 copies).
+    pub fn named_params(&self) -> BTreeMap<String, NamedTensor> {
+        self.layout
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    NamedTensor {
+                        shape: i.shape.clone(),
+                        data: self.params[i.range()].iter().map(|v| v.f64()).collect(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The BatchNorm running statistics.
+    pub fn buffers(&self) -> &[BatchNormBuffers<F>] {
+        &self.buffers
+    }
+
+    /// The BatchNorm buffers by name (`num_batches_tracked` as a one-element tensor).
+    pub fn named_buffers(&self) -> BTreeMap<String, NamedTensor> {
+        let mut map = BTreeMap::new();
+        for (k, b) in self.buffers.iter().enumerate() {
+            let c = b.running_mean.len();
+            map.insert(
+                format!("cnn.{k}.bn.running_mean"),
+                NamedTensor {
+                    shape: vec![c],
+                    data: b.running_mean.iter().map(|v| v.f64()).collect(),
+                },
+            );
+            map.insert(
+                format!("cnn.{k}.bn.running_var"),
+                NamedTensor {
+                    shape: vec![c],
+                    data: b.running_var.iter().map(|v| v.f64()).collect(),
+                },
+            );
+            map.insert(
+                format!("cnn.{k}.bn.num_batches_tracked"),
+                NamedTensor {
+                    shape: vec![1],
+                    data: vec![b.num_batches_tracked as f64],
+                },
+            );
+        }
+        map
+    }
+
+    /// Sets the BatchNorm buffers from [`Self::named_buffers`]' names; every one must be
+    /// present with its shape.
+    pub fn set_named_buffers(&mut self, map: &BTreeMap<String, NamedTensor>) -> Result<()> {
+        let c = self.config.cnn.channels;
+        for k in 0..BLOCKS {
+            let get = |suffix: &str, len: usize| -> Result<&NamedTensor> {
+                let name = format!("cnn.{k}.bn.{suffix}");
+                let t = map.get(&name).ok_or_else(|| Error::MissingParam {
+                    name: name.clone(),
+                    expected: vec![len],
+                })?;
+                if t.data.len() != len {
+                    return Err(Error::ParamShape {
+                        name,
+                        expected: vec![len],
+                        found: t.shape.clone(),
+                    });
+                }
+                Ok(t)
+            };
+            let mean = get("running_mean", c)?;
+            let var = get("running_var", c)?;
+            let count = get("num_batches_tracked", 1)?.data[0];
+            if !(count >= 0.0 && count.fract() == 0.0) {
+                return Err(Error::Data(format!(
+                    "cnn.{k}.bn.num_batches_tracked must be a whole number >= 0, got {count}"
+                )));
+            }
+            let b = &mut self.buffers[k];
+            b.running_mean = mean.data.iter().map(|&v| F::of(v)).collect();
+            b.running_var = var.data.iter().map(|&v| F::of(v)).collect();
+            b.num_batches_tracked = count as u64;
+        }
+        Ok(())
+    }
+
+    fn rnn_offset(&self) -> usize {
+        self.config.cnn.param_len() + self.proj.param_len()
+    }
+
+    fn check_batch(&self, b: &FscBatch<F>) -> Result<()> {
+        let (bs, t, e) = (b.batch, b.steps, self.config.extra_input_dim);
+        let img = self.config.cnn.image_len();
+        let o = self.config.network.output_size;
+        let bad = |m: String| Err(Error::Data(m));
+        if bs == 0 || t == 0 || b.test_begin >= t {
+            return bad(format!(
+                "an fsc batch needs B > 0, T > 0 and test_begin < T; got B {bs}, T {t}, test_begin {}",
+                b.test_begin
+            ));
+        }
+        if b.images.len() != bs * t * img {
+            return bad(format!(
+                "images: {} floats, expected B·T·C·S·S = {}",
+                b.images.len(),
+                bs * t * img
+            ));
+        }
+        if b.extra_input.len() != bs * t * e {
+            return bad(format!(
+                "extra_input: {} floats, expected B·T·E = {}",
+                b.extra_input.len(),
+                bs * t * e
+            ));
+        }
+        if b.labels.len() != bs * t {
+            return bad(format!(
+                "labels: {} entries, expected B·T = {}",
+                b.labels.len(),
+                bs * t
+            ));
+        }
+        if let Some(l) = b.labels.iter().find(|&&l| l >= o) {
+            return bad(format!("label {l} out of range; valid: 0..{o}"));
+        }
+        Ok(())
+    }
+
+    /// The images of step `t`, (B, C, S, S).
+    fn step_images(&self, b: &FscBatch<F>, t: usize) -> Vec<F> {
+        let img = self.config.cnn.image_len();
+        let mut out = Vec::with_capacity(b.batch * img);
+        for e in 0..b.batch {
+            out.extend_from_slice(&b.images[(e * b.steps + t) * img..][..img]);
+        }
+        out
+    }
+
+    /// Runs the CNN and the projection over every step: training mode (batch statistics,
+    /// running statistics updated once per step, tapes kept) or evaluation mode.
+    fn embed(&mut self, b: &FscBatch<F>, train: bool) -> Result<(Vec<StepRecord<F>>, Vec<F>)> {
+        let h = self.config.network.hidden_size;
+        let e = self.config.extra_input_dim;
+        let p = self.proj.output;
+        let cnn_len = self.config.cnn.param_len();
+        let mut records = Vec::with_capacity(b.steps);
+        let mut rnn_input = vec![F::zero(); b.batch * b.steps * h];
+        for t in 0..b.steps {
+            let images = self.step_images(b, t);
+            let (cnn_params, rest) = self.params.split_at(cnn_len);
+            let proj_params = &rest[..self.proj.param_len()];
+            let (features, tape) = if train {
+                let (f, tape) =
+                    self.cnn
+                        .forward_train(cnn_params, &images, b.batch, Some(&mut self.buffers))?;
+                (f, Some(tape))
+            } else {
+                (
+                    self.cnn
+                        .forward_eval(cnn_params, &images, b.batch, &self.buffers)?,
+                    None,
+                )
+            };
+            let embedded = self.proj.forward(proj_params, &features, b.batch)?;
+            for ep in 0..b.batch {
+                let row = &mut rnn_input[(ep * b.steps + t) * h..][..h];
+                row[..p].copy_from_slice(&embedded[ep * p..][..p]);
+                row[p..].copy_from_slice(&b.extra_input[(ep * b.steps + t) * e..][..e]);
+            }
+            records.push(StepRecord {
+                features,
+                embedded,
+                tape,
+            });
+        }
+        Ok((records, rnn_input))
+    }
+
+    fn episodes(&self, b: &FscBatch<F>, rnn_input: Vec<F>) -> Result<Episodes<F>> {
+        let o = self.config.network.output_size;
+        let mut target = vec![F::zero(); b.batch * b.steps * o];
+        for (k, &l) in b.labels.iter().enumerate() {
+            target[k * o + l] = F::one();
+        }
+        Episodes::new(
+            b.batch,
+            b.steps,
+            self.config.network.hidden_size,
+            o,
+            rnn_input,
+            target,
+            b.test_begin,
+        )
+    }
+
+    fn sync_network(&mut self) {
+        let off = self.rnn_offset();
+        self.net.params_mut().copy_from_slice(&self.params[off..]);
+    }
+
+    /// Episodes whose first query step's prediction (argmax; the first maximum wins) is
+    /// the label.
+    fn count_correct(&self, b: &FscBatch<F>, outputs: &[F]) -> usize {
+        let o = self.config.network.output_size;
+        (0..b.batch)
+            .filter(|&e| {
+                let row = &outputs[(e * b.steps + b.test_begin) * o..][..o];
+                let mut best = 0;
+                for k in 1..o {
+                    if row[k] > row[best] {
+                        best = k;
+                    }
+                }
+                best == b.labels[e * b.steps + b.test_begin]
+            })
+            .count()
+    }
+
+    /// The forward pass in training mode (BatchNorm batch statistics; the running
+    /// statistics are updated T times) with every intermediate quantity.
+    pub fn forward_train(&mut self, b: &FscBatch<F>) -> Result<FscForward<F>> {
+        self.forward(b, true)
+    }
+
+    /// The forward pass in evaluation mode (BatchNorm running statistics, unchanged).
+    pub fn forward_eval(&mut self, b: &FscBatch<F>) -> Result<FscForward<F>> {
+        self.forward(b, false)
+    }
+
+    fn forward(&mut self, b: &FscBatch<F>, train: bool) -> Result<FscForward<F>> {
+        self.check_batch(b)?;
+        self.sync_network();
+        let (records, rnn_input) = self.embed(b, train)?;
+        let ep = self.episodes(b, rnn_input.clone())?;
+        let rnn = self.net.forward(&ep, Loss::CrossEntropy)?;
+        let fsz = self.config.cnn.feature_size();
+        let mut cnn_features = vec![F::zero(); b.batch * b.steps * fsz];
+        for (t, r) in records.iter().enumerate() {
+            for e in 0..b.batch {
+                cnn_features[(e * b.steps + t) * fsz..][..fsz]
+                    .copy_from_slice(&r.features[e * fsz..][..fsz]);
+            }
+        }
+        let correct_first_query = self.count_correct(b, &rnn.outputs);
+        Ok(FscForward {
+            cnn_features,
+            rnn_input,
+            rnn,
+            correct_first_query,
+        })
+    }
+}
