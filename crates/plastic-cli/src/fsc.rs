@@ -36,8 +36,16 @@ pub fn is_fsc_run(dir: &Path) -> bool {
 pub struct TrainRequest {
     /// A TOML file to start from instead of the defaults.
     pub config: Option<PathBuf>,
-    /// `key=value` overrides, in order (`--rnn`, `--plasticity`, `--steps`, `--seed` first).
-    pub overrides: Vec<String>,
+    /// `--rnn`.
+    pub rnn: Option<String>,
+    /// `--plasticity`.
+    pub plasticity: Option<String>,
+    /// `--steps` (`max_batch`).
+    pub steps: Option<usize>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+    /// `--set key=value` overrides, applied after the flags above.
+    pub set: Vec<String>,
     /// The run folder (default `runs/fsc-DATASET-RNN-RULE-sSEED`).
     pub out: Option<PathBuf>,
     /// Replace an existing run folder.
@@ -56,7 +64,14 @@ fn resolve(req: &TrainRequest) -> Result<FscConfig> {
         }
         None => FscConfig::default(),
     };
-    Ok(base.with_overrides(&req.overrides)?)
+    let mut overrides = Vec::new();
+    for (key, value) in [("rnn", &req.rnn), ("plasticity", &req.plasticity)] {
+        overrides.extend(value.as_ref().map(|v| format!("{key}={v}")));
+    }
+    overrides.extend(req.steps.map(|v| format!("max_batch={v}")));
+    overrides.extend(req.seed.map(|v| format!("seed={v}")));
+    overrides.extend(req.set.iter().cloned());
+    Ok(base.with_overrides(&overrides)?)
 }
 
 /// `plastic train --task fsc ...` and `plastic train --resume DIR` of an fsc run.
@@ -211,12 +226,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
 
 /// Validation accuracy against step, with the test accuracy, the 1-NN baseline and chance
 /// as horizontal lines.
-fn figure(
-    rows: &[FscLogRow],
-    summary: &fsc_run::FscSummary,
-    png: &Path,
-    svg: &Path,
-) -> Result<()> {
+fn figure(rows: &[FscLogRow], summary: &fsc_run::FscSummary, png: &Path, svg: &Path) -> Result<()> {
     let last = rows.last().map_or(1.0, |r| r.step.max(1) as f64);
     let flat = |label: String, y: f64| plot::Series {
         label,
@@ -240,7 +250,10 @@ fn figure(
             format!("raw-pixel 1-NN, test: {:.1}%", summary.nn_baseline_acc),
             summary.nn_baseline_acc,
         ),
-        flat(format!("chance: {:.0}%", summary.chance_acc), summary.chance_acc),
+        flat(
+            format!("chance: {:.0}%", summary.chance_acc),
+            summary.chance_acc,
+        ),
     ];
     plot::line_chart(
         &plot::LineChart {
@@ -295,7 +308,9 @@ pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
          (each after 2 warm-up steps); data generation not timed\n",
         rayon::current_num_threads()
     );
-    println!("| configuration | ms/step (median, min–max) | peak memory | reference s/step | speed-up |");
+    println!(
+        "| configuration | ms/step (median, min–max) | peak memory | reference s/step | speed-up |"
+    );
     println!("| --- | --- | --- | --- | --- |");
     for case in cases {
         let mut times = Vec::new();

@@ -30,14 +30,16 @@ use std::time::Instant;
 
 use plastic::io::write_atomic;
 use plastic::optim::{clip_grad_norm, cosine_lr, AdamW, AdamWConfig};
-use plastic::params::ParamInfo;
+use plastic::params::{NamedTensor, ParamInfo};
 use plastic::{Error, Float, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::nearest_neighbour_score;
+use crate::cnn::ProtoNetConfig;
 use crate::config::{FscConfig, ImageSource};
 use crate::dataset::{ImageDataset, Phase};
 use crate::episodes::{EpisodeSampler, FscBatch};
+use crate::model::{self, FscModel};
 use crate::procedural;
 
 /// Seed of the test episodes, the same for every run (as the reference's fixed test seed).
@@ -102,6 +104,129 @@ pub trait FscLearner<F: Float> {
     fn train_step(&mut self, batch: &FscBatch<F>) -> Result<StepResult<F>>;
     /// Loss and correct first queries in evaluation mode (running statistics, unchanged).
     fn evaluate(&mut self, batch: &FscBatch<F>) -> Result<EvalResult>;
+}
+
+/// The model an `fsc` run trains (`docs/fsc.md` §5): ProtoNet of `cnn_width` channels at
+/// the data set's image size, projection to H − way, the plastic RNN without its input
+/// layer; initialised from `config.seed`.
+pub fn build_model<F: Float>(config: &FscConfig) -> Result<FscModel<F>> {
+    let shape = model::FscConfig {
+        cnn: ProtoNetConfig {
+            in_channels: 3,
+            channels: config.cnn_width,
+            image_size: config.image_dataset.kind().image_size(),
+        },
+        network: config.network_config(),
+        extra_input_dim: config.way,
+    };
+    FscModel::new(shape, config.seed)
+}
+
+/// Which parameters the optimiser updates (all of them, for a model built from scratch).
+pub fn trainable_mask<F: Float, M: FscLearner<F>>(model: &M) -> Vec<bool> {
+    let mut mask = vec![false; model.params().len()];
+    for info in model.param_infos() {
+        mask[info.range()].fill(info.trainable);
+    }
+    mask
+}
+
+/// The model's view of a batch of episodes.
+fn model_batch<F: Float>(b: &FscBatch<F>) -> model::FscBatch<F> {
+    model::FscBatch {
+        batch: b.batch(),
+        steps: b.steps(),
+        test_begin: b.test_begin,
+        images: b.images.clone(),
+        extra_input: b.extra_input.clone(),
+        labels: b.labels.clone(),
+    }
+}
+
+impl<F: Float> FscLearner<F> for FscModel<F> {
+    fn param_infos(&self) -> Vec<ParamInfo> {
+        self.layout().to_vec()
+    }
+    fn params(&self) -> &[F] {
+        FscModel::params(self)
+    }
+    fn params_mut(&mut self) -> &mut [F] {
+        FscModel::params_mut(self)
+    }
+    /// `cnn.{k}.bn.{num_batches_tracked, running_mean, running_var}` in name order.
+    fn buffer_infos(&self) -> Vec<ParamInfo> {
+        let mut offset = 0;
+        self.named_buffers()
+            .into_iter()
+            .map(|(name, t)| {
+                let info = ParamInfo {
+                    name,
+                    shape: t.shape,
+                    offset,
+                    trainable: false,
+                };
+                offset += info.len();
+                info
+            })
+            .collect()
+    }
+    fn buffers(&self) -> Vec<F> {
+        self.named_buffers()
+            .into_values()
+            .flat_map(|t| t.data)
+            .map(F::of)
+            .collect()
+    }
+    fn set_buffers(&mut self, values: &[F]) -> Result<()> {
+        let map = self
+            .buffer_infos()
+            .into_iter()
+            .map(|i| {
+                let data = values[i.range()].iter().map(|v| v.f64()).collect();
+                (
+                    i.name,
+                    NamedTensor {
+                        shape: i.shape,
+                        data,
+                    },
+                )
+            })
+            .collect();
+        self.set_named_buffers(&map)
+    }
+    fn train_step(&mut self, batch: &FscBatch<F>) -> Result<StepResult<F>> {
+        let g = self.loss_and_grad(&model_batch(batch))?;
+        Ok(StepResult {
+            loss: g.loss.f64(),
+            correct: g.correct_first_query,
+            grads: g.grads,
+        })
+    }
+    fn evaluate(&mut self, batch: &FscBatch<F>) -> Result<EvalResult> {
+        let f = self.forward_eval(&model_batch(batch))?;
+        Ok(EvalResult {
+            loss: f.rnn.loss.f64(),
+            correct: f.correct_first_query,
+        })
+    }
+}
+
+/// Trains an `fsc` run (new or resumed) to the end and tests its best parameters: the
+/// model of [`build_model`] in the configuration's float type.
+pub fn train_fsc(dir: &Path, start: Start, observer: &mut dyn FscObserver) -> Result<FscSummary> {
+    let dtype = match &start {
+        Start::New { config, .. } => config.dtype.clone(),
+        Start::Resume => match read_config(dir) {
+            Ok(c) => c.dtype,
+            // let the trainer report what is missing
+            Err(_) => "f32".into(),
+        },
+    };
+    if dtype == "f64" {
+        train_with(dir, start, build_model::<f64>, observer)
+    } else {
+        train_with(dir, start, build_model::<f32>, observer)
+    }
 }
 
 /// One row of `progress.tsv`.
@@ -519,11 +644,7 @@ struct Trainer<F: Float, M: FscLearner<F>> {
 
 impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
     fn new(dir: &Path, config: FscConfig, model: M, data: FscData) -> Result<Self> {
-        let infos = model.param_infos();
-        let mut mask = vec![false; model.params().len()];
-        for info in &infos {
-            mask[info.range()].fill(info.trainable);
-        }
+        let mask = trainable_mask(&model);
         let opt = AdamW::new(
             AdamWConfig {
                 lr: config.lr,
