@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use plastic::params::{NamedTensor, ParamInfo};
 use plastic::rng::Rng;
+use plastic::engine::GradRequest;
 use plastic::{Episodes, Error, Float, Loss, Network, NetworkConfig, Result};
 
 use crate::cnn::{BatchNormBuffers, ProtoNet, ProtoNetConfig, ProtoNetTape, Projection, BLOCKS};
@@ -490,6 +491,60 @@ impl<F: Float> FscModel<F> {
             rnn_input,
             rnn,
             correct_first_query,
+        })
+    }
+
+    /// One training step's loss and gradient (docs/fsc.md §4–§5): the CNN in training mode
+    /// on each step's B images (batch statistics; the running statistics are updated T
+    /// times), the projection, the RNN's exact meta-gradient including `d loss / d rnn
+    /// input`, then back through the projection and the CNN step by step. Also counts the
+    /// episodes whose first query is classified correctly.
+    pub fn loss_and_grad(&mut self, b: &FscBatch<F>) -> Result<FscGradient<F>> {
+        self.check_batch(b)?;
+        self.sync_network();
+        let (records, rnn_input) = self.embed(b, true)?;
+        let ep = self.episodes(b, rnn_input)?;
+        // the RNN's outputs for the accuracy (the gradient pass does not return them)
+        let outputs = self.net.forward(&ep, Loss::CrossEntropy)?.outputs;
+        let correct_first_query = self.count_correct(b, &outputs);
+        let g = self
+            .net
+            .loss_and_grad_with(&ep, Loss::CrossEntropy, GradRequest { inputs: true })?;
+        let d_input = g.input_grads.ok_or_else(|| {
+            Error::Data("the engine returned no input gradient although asked for it".into())
+        })?;
+        let mut grads = vec![F::zero(); self.params.len()];
+        let rnn_off = self.rnn_offset();
+        grads[rnn_off..].copy_from_slice(&g.grads);
+        let cnn_len = self.config.cnn.param_len();
+        let (h, p) = (self.config.network.hidden_size, self.proj.output);
+        let (cnn_params, rest) = self.params.split_at(cnn_len);
+        let proj_params = &rest[..self.proj.param_len()];
+        let (cnn_grads, rest) = grads.split_at_mut(cnn_len);
+        let proj_grads = &mut rest[..self.proj.param_len()];
+        for (t, r) in records.iter().enumerate() {
+            // d loss / d embedded (B, P): the first P entries of the step's RNN input
+            let mut d_embedded = vec![F::zero(); b.batch * p];
+            for e in 0..b.batch {
+                d_embedded[e * p..][..p].copy_from_slice(&d_input[(e * b.steps + t) * h..][..p]);
+            }
+            let d_features = self.proj.backward(
+                proj_params,
+                &r.features,
+                &r.embedded,
+                &d_embedded,
+                b.batch,
+                proj_grads,
+            )?;
+            let tape = r.tape.as_ref().ok_or_else(|| {
+                Error::Data("internal: a training step kept no CNN tape".into())
+            })?;
+            self.cnn.backward(cnn_params, tape, &d_features, cnn_grads)?;
+        }
+        Ok(FscGradient {
+            loss: g.loss,
+            correct_first_query,
+            grads,
         })
     }
 }

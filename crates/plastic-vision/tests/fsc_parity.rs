@@ -212,6 +212,41 @@ fn check<F: Float>(case: &Case, tol: f64) -> Vec<String> {
             None => failures.push(format!("{} buffer {name}: missing", fx.name)),
         }
     }
+    // gradients (a fresh model: the running statistics start where the fixture's do)
+    let mut model = new_model();
+    let g = model.loss_and_grad(&batch).unwrap();
+    cmp(&mut failures, "loss (gradient pass)", vec![g.loss.f64()], &[fx.loss]);
+    if g.correct_first_query != case.correct_first_query {
+        failures.push(format!(
+            "{} [{}] correct_first_query (gradient pass): {}, expected {}",
+            fx.name,
+            F::NAME,
+            g.correct_first_query,
+            case.correct_first_query
+        ));
+    }
+    for info in model.layout() {
+        match case.grads.get(&info.name) {
+            Some(t) => cmp(
+                &mut failures,
+                &format!("grad {}", info.name),
+                to_f64(&g.grads[info.range()]),
+                &t.data,
+            ),
+            None => failures.push(format!("{}: no expected gradient for {}", fx.name, info.name)),
+        }
+    }
+    for name in case.grads.keys() {
+        if !model.layout().iter().any(|i| &i.name == name) {
+            failures.push(format!("{}: the model has no parameter {name}", fx.name));
+        }
+    }
+    let ours_buffers = model.named_buffers();
+    for (name, t) in &case.expected_buffers {
+        if let Some(o) = ours_buffers.get(name) {
+            cmp(&mut failures, &format!("buffer {name} (gradient pass)"), o.data.clone(), &t.data);
+        }
+    }
     failures
 }
 
@@ -228,3 +263,4 @@ fn fsc_model_matches_reference_fixtures_f64_and_f32() {
     assert!(checked > 0, "no ProtoNet fixture was checked");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+

@@ -250,25 +250,26 @@ pub(crate) fn channel_stats<F: Float>(
     channels: usize,
     plane: usize,
 ) -> (Vec<F>, Vec<F>) {
-    let count = F::of((batch * plane) as f64);
+    // accumulated in f64 (the variance of a channel can be small next to its mean)
+    let count = (batch * plane) as f64;
     (0..channels)
         .into_par_iter()
         .map(|c| {
-            let mut sum = F::zero();
+            let mut sum = 0.0f64;
             for n in 0..batch {
                 for &v in &x[(n * channels + c) * plane..][..plane] {
-                    sum += v;
+                    sum += v.f64();
                 }
             }
             let mean = sum / count;
-            let mut sq = F::zero();
+            let mut sq = 0.0f64;
             for n in 0..batch {
                 for &v in &x[(n * channels + c) * plane..][..plane] {
-                    let d = v - mean;
+                    let d = v.f64() - mean;
                     sq += d * d;
                 }
             }
-            (mean, sq / count)
+            (F::of(mean), F::of(sq / count))
         })
         .unzip()
 }

@@ -379,15 +379,16 @@ impl ProtoNet {
             let sums: Vec<(F, F)> = (0..cfg.channels)
                 .into_par_iter()
                 .map(|c| {
-                    let (mut s_dy, mut s_dyx) = (F::zero(), F::zero());
+                    // sums in f64: BatchNorm's backward subtracts them from dy
+                    let (mut s_dy, mut s_dyx) = (0.0f64, 0.0f64);
                     for n in 0..batch {
                         let at = (n * cfg.channels + c) * plane;
                         for (&gv, &xv) in da[at..at + plane].iter().zip(&xhat[at..at + plane]) {
-                            s_dy += gv;
-                            s_dyx += gv * xv;
+                            s_dy += gv.f64();
+                            s_dyx += gv.f64() * xv.f64();
                         }
                     }
-                    (s_dy, s_dyx)
+                    (F::of(s_dy), F::of(s_dyx))
                 })
                 .collect();
             for (c, &(s_dy, s_dyx)) in sums.iter().enumerate() {
