@@ -44,7 +44,10 @@ fn new_run(config: &FscConfig) -> Start {
 }
 
 /// A finished run without its clock: progress rows, best tensors, test result.
-fn fingerprint(dir: &Path) -> (Vec<String>, Vec<(String, Vec<u8>)>, String) {
+/// Progress rows, named tensors and the test result of a finished run.
+type Fingerprint = (Vec<String>, Vec<(String, Vec<u8>)>, String);
+
+fn fingerprint(dir: &Path) -> Fingerprint {
     let rows = run::read_progress(dir)
         .unwrap()
         .iter()

@@ -126,8 +126,8 @@ impl FscLearner<f64> for ColourLearner {
             }
         }
         let (loss, correct, grads) = self.pass(batch, &mean);
-        for c in 0..3 {
-            self.running[c] = 0.9 * self.running[c] + 0.1 * mean[c];
+        for (r, m) in self.running.iter_mut().zip(mean) {
+            *r = 0.9 * *r + 0.1 * m;
         }
         Ok(StepResult {
             loss,
@@ -170,7 +170,10 @@ fn new_run(config: &FscConfig) -> Start {
 
 /// Everything of a finished run that must not depend on how it was run: progress rows
 /// without the clock, the best tensors, the test result without the clock.
-fn fingerprint(dir: &Path) -> (Vec<String>, Vec<(String, Vec<u8>)>, String) {
+/// Progress rows, named tensors and the test result of a finished run.
+type Fingerprint = (Vec<String>, Vec<(String, Vec<u8>)>, String);
+
+fn fingerprint(dir: &Path) -> Fingerprint {
     let rows = run::read_progress(dir)
         .unwrap()
         .iter()
