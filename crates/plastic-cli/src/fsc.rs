@@ -146,19 +146,28 @@ impl FscObserver for Progress {
     }
 }
 
-/// The procedural demo's settings (docs/fsc.md; README "One-shot image classification"):
-/// sized to train in about ten minutes on two cores.
+/// The procedural demo's settings: a small model (ProtoNet of 16 channels, RNN H 64,
+/// 16 episodes per batch) that makes 4001 updates in about 7 minutes on one loaded core;
+/// `randomize_train_order = false` (docs/fsc.md §4) labels supports in their shown order,
+/// so that a query's label says nothing about its class and only comparing it with the
+/// supports helps.
+///
+/// Known open problem (issue 9, item 7): with these settings, and with every other small
+/// setting tried so far (≤ 4000 updates), the validation accuracy stays at chance (about
+/// 20%), below the raw-pixel 1-NN baseline (about 25%); the bar is not met yet.
 pub const DEMO_SETTINGS: &[&str] = &[
     "image_dataset=procedural",
     "procedural_images=200",
     "rnn=rnn",
     "plasticity=gradient",
-    "cnn_width=32",
-    "hidden_size=128",
-    "batch_size=32",
-    "max_batch=1500",
-    "log_every=100",
-    "test_batch=50",
+    "cnn_width=16",
+    "hidden_size=64",
+    "batch_size=16",
+    "randomize_train_order=false",
+    "lr=2e-3",
+    "max_batch=4000",
+    "log_every=200",
+    "test_batch=40",
 ];
 
 /// Arguments of `plastic fsc-demo`.
