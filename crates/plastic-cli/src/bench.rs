@@ -37,6 +37,13 @@ pub struct BenchArgs {
     /// core's L2 cache (one thread), with the bytes each must move.
     #[arg(long)]
     kernels: bool,
+    /// Instead of the table: time the fsc training step (ProtoNet conv4 → RNN, gradient
+    /// rule, H 512, batch 64) at CIFAR-FS and miniImageNet image sizes (fsc hook, issue 9).
+    #[arg(long)]
+    fsc: bool,
+    /// Internal: time the fsc step at this data set's image size in this process.
+    #[arg(long, hide = true)]
+    fsc_child: Option<String>,
     /// Internal: time one configuration (--task, --set) in this process.
     #[arg(long, hide = true)]
     child: bool,
@@ -139,6 +146,13 @@ struct Figures {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    // fsc hook (issue 9)
+    if let Some(dataset) = &args.fsc_child {
+        return crate::fsc::bench_child(dataset, args.steps);
+    }
+    if args.fsc {
+        return crate::fsc::bench(args.steps, args.rounds, args.only.as_deref());
+    }
     let cases: Vec<&Case> = CASES
         .iter()
         .filter(|c| {

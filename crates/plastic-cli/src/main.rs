@@ -3,6 +3,7 @@
 
 mod analyze;
 mod bench;
+mod fsc;
 mod plot;
 mod progress;
 mod sweep;
@@ -36,6 +37,17 @@ macro_rules! choice {
     )+};
 }
 choice!(CellKind, Rule, TaskKind);
+
+/// `--task`: the library's synthetic tasks and `fsc` (one-shot image classification, run by
+/// `plastic-vision`, whose configuration and trainer are its own).
+fn task_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(TaskKind::ALL.iter().map(|t| t.as_str()).chain([fsc::TASK]))
+}
+
+/// The synthetic task named `name` (`None` for `fsc`).
+fn synthetic_task(name: &str) -> Option<TaskKind> {
+    TaskKind::ALL.iter().copied().find(|t| t.as_str() == name)
+}
 
 /// A clap parser straight to the typed value: `--help` and the error for anything else list
 /// the valid spellings.
@@ -99,13 +111,16 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Figures and tables of a sweep's finished runs.
     Analyze(analyze::AnalyzeArgs),
+    /// One-shot image classification on the procedural data set: a short fsc run, its test
+    /// accuracy against the raw-pixel 1-NN baseline, and a figure.
+    FscDemo(fsc::DemoArgs),
 }
 
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Task (not needed with --config, whose file names it).
-    #[arg(long, required_unless_present_any = ["resume", "config"], value_parser = choice::<TaskKind>())]
-    task: Option<TaskKind>,
+    #[arg(long, required_unless_present_any = ["resume", "config"], value_parser = task_parser())]
+    task: Option<String>,
     /// Cell.
     #[arg(long, value_parser = choice::<CellKind>())]
     rnn: Option<CellKind>,
@@ -193,13 +208,15 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Sweep(args) => sweep::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::FscDemo(args) => fsc::demo(args),
     }
 }
 
 /// The configuration a `train` command asks for: the file's or the task's defaults, then
 /// the typed options, then `--set` overrides (which come last and win).
 fn resolve_config(args: &TrainArgs) -> Result<RunConfig> {
-    let mut cfg = match (&args.config, args.task) {
+    let task = args.task.as_deref().and_then(synthetic_task);
+    let mut cfg = match (&args.config, task) {
         (Some(path), task) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -244,6 +261,21 @@ fn default_dir(cfg: &RunConfig) -> PathBuf {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
+    // one-shot image classification has its own configuration and trainer
+    let fsc_config = args.config.as_deref().is_some_and(fsc::is_fsc_config);
+    if fsc_config || fsc::wants(args.task.as_deref(), args.resume.as_deref()) {
+        return fsc::train(fsc::TrainRequest {
+            config: args.config,
+            rnn: args.rnn.map(|v| v.as_str().to_string()),
+            plasticity: args.plasticity.map(|v| v.as_str().to_string()),
+            steps: args.steps,
+            seed: args.seed,
+            set: args.set,
+            out: args.out,
+            overwrite: args.overwrite,
+            resume: args.resume,
+        });
+    }
     let (dir, start) = match &args.resume {
         Some(dir) => (dir.clone(), Start::Resume),
         None => {

@@ -1,0 +1,169 @@
+//! `plastic train --task fsc`, `plastic fsc-demo` and `plastic bench --fsc` end to end on
+//! tiny settings: procedural data → ProtoNet → projection → plastic RNN → loss → AdamW
+//! step, validation, checkpoint, resume, test against the 1-NN baseline, figure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn plastic(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plastic"))
+        .args(args)
+        .output()
+        .expect("running plastic")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = plastic(args);
+    assert!(
+        out.status.success(),
+        "plastic {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(args: &[&str]) -> String {
+    let out = plastic(args);
+    assert!(!out.status.success(), "plastic {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("plastic-cli-fsc-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Tiny settings: 6 images per procedural class, 4 channels, H 16, 4 episodes, 5 updates.
+const TINY: [&str; 18] = [
+    "--set",
+    "image_dataset=procedural",
+    "--set",
+    "procedural_images=6",
+    "--set",
+    "cnn_width=4",
+    "--set",
+    "hidden_size=16",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "log_every=2",
+    "--set",
+    "test_batch=2",
+    "--set",
+    "max_batch=4",
+    "--set",
+    "seed=1",
+];
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn train_resume_and_test_on_the_procedural_set() {
+    let dir = tmp("train");
+    let mut args = vec!["train", "--task", "fsc", "--out", s(&dir)];
+    args.extend(TINY);
+    let out = ok(&args);
+    assert!(out.contains("test accuracy"), "{out}");
+    for f in [
+        "config.toml",
+        "progress.tsv",
+        "best.safetensors",
+        "checkpoint.safetensors",
+        "test.json",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    let progress = std::fs::read_to_string(dir.join("progress.tsv")).unwrap();
+    let steps: Vec<&str> = progress
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["0", "2", "4"], "{progress}");
+    assert!(progress.starts_with("step\ttrain_loss\tval_loss\tval_acc\tlr\telapsed_s"));
+    let test = json(&dir.join("test.json"));
+    let acc = test["test_acc"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&acc));
+    assert_eq!(test["test_episodes"], 8);
+    assert_eq!(test["updates"], 5);
+    assert_eq!(test["chance_acc"], 20.0);
+    // best.safetensors has the BatchNorm running statistics by name
+    let best = std::fs::read(dir.join("best.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(best[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&best[8..8 + header_len]).unwrap();
+    for name in ["cnn.0.conv.w", "cnn.3.bn.running_var", "proj.w", "rec.w_h"] {
+        assert!(header.get(name).is_some(), "{name} not in best.safetensors");
+    }
+    // a finished run resumes to its unchanged result
+    let again = ok(&["train", "--resume", s(&dir)]);
+    assert!(again.contains("test accuracy"), "{again}");
+    assert_eq!(json(&dir.join("test.json")), test);
+    // a checkpoint of another configuration is refused, not mixed
+    let resumed = tmp("resumed");
+    let mut args = vec!["train", "--task", "fsc", "--out", s(&resumed)];
+    args.extend(TINY);
+    args.extend(["--set", "max_batch=2"]);
+    ok(&args);
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    std::fs::write(resumed.join("config.toml"), &config).unwrap();
+    std::fs::remove_file(resumed.join("test.json")).unwrap();
+    let e = err(&["train", "--resume", s(&resumed)]);
+    assert!(e.contains("different configuration"), "{e}");
+}
+
+#[test]
+fn bad_keys_and_values_list_the_valid_ones() {
+    let dir = tmp("bad");
+    let e = err(&[
+        "train",
+        "--task",
+        "fsc",
+        "--out",
+        s(&dir),
+        "--set",
+        "delay=4",
+    ]);
+    assert!(
+        e.contains("unknown key `delay`") && e.contains("image_dataset"),
+        "{e}"
+    );
+    let e = err(&[
+        "train",
+        "--task",
+        "fsc",
+        "--out",
+        s(&dir),
+        "--set",
+        "image_dataset=imagenet",
+    ]);
+    assert!(e.contains("cifar_fs, mini_imagenet, procedural"), "{e}");
+    // the real data sets are missing here: the error names the files and where they come from
+    let e = err(&[
+        "train",
+        "--task",
+        "fsc",
+        "--out",
+        s(&dir),
+        "--set",
+        &format!("data_dir={}", s(&tmp("nodata"))),
+    ]);
+    assert!(e.contains("CIFAR_FS_train.pickle"), "{e}");
+}
+
+#[test]
+fn demo_writes_its_figure() {
+    let out = tmp("demo");
+    let mut args = vec!["fsc-demo", "--out", s(&out)];
+    args.extend(TINY);
+    let text = ok(&args);
+    assert!(text.contains("raw-pixel 1-NN"), "{text}");
+    assert!(out.join("fsc_demo.png").exists() && out.join("fsc_demo.svg").exists());
+    assert!(out.join("run").join("test.json").exists());
+}

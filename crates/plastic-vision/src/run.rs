@@ -1,0 +1,922 @@
+//! Meta-training an `fsc` run with the protocol of `docs/fsc.md` §6, in a run folder like
+//! the other tasks': `config.toml` (resolved), `progress.tsv` (step, train loss, validation
+//! loss and accuracy, learning rate, seconds), `best.safetensors` (parameters and BatchNorm
+//! running statistics, by name), `checkpoint.safetensors` (parameters, buffers, AdamW
+//! moments, best, step; written atomically) and `test.json` (the best parameters on the
+//! fixed test episodes: accuracy with its 95% interval, loss, and the raw-pixel
+//! nearest-neighbour baseline on the same episodes).
+//!
+//! The protocol: AdamW with amsgrad over every parameter (one group, decoupled weight
+//! decay), global gradient-norm clip, the reference's cosine schedule (`T_max =
+//! max_batch/log_every + 1`, floor lr/10, one step at each log after the first). At every
+//! multiple of `log_every`, before that step's update: log the mean training loss, validate
+//! on `test_batch` fresh validation batches (evaluation mode: BatchNorm running statistics,
+//! no augmentation; accuracy = first query correct), keep the parameters whose validation
+//! **accuracy** is at least the best so far (a tie goes to the later). Updates run for steps
+//! `0..=max_batch`, i.e. `max_batch + 1` updates, as the reference; the last update is never
+//! validated, so it cannot change the result.
+//!
+//! Randomness: the model's initialisation from the seed; the training batch of step `s`
+//! from its own stream (seed, train phase, `s`); validation `k`'s batches from (seed, val
+//! phase, `k·test_batch + j`); the test episodes from a fixed seed shared by every run. A
+//! resumed run therefore continues bit-exactly, on any number of threads.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use plastic::io::write_atomic;
+use plastic::optim::{clip_grad_norm, cosine_lr, AdamW, AdamWConfig};
+use plastic::params::{NamedTensor, ParamInfo};
+use plastic::{Error, Float, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::nearest_neighbour_score;
+use crate::cnn::ProtoNetConfig;
+use crate::config::{FscConfig, ImageSource};
+use crate::dataset::{ImageDataset, Phase};
+use crate::episodes::{EpisodeSampler, FscBatch};
+use crate::model::{self, FscModel};
+use crate::procedural;
+
+/// Seed of the test episodes, the same for every run (as the reference's fixed test seed).
+pub const TEST_SEED: u64 = 0x7E57_5EED;
+
+/// File names inside a run folder.
+pub mod files {
+    /// The resolved configuration.
+    pub const CONFIG: &str = "config.toml";
+    /// One row per log.
+    pub const PROGRESS: &str = "progress.tsv";
+    /// Best parameters and BatchNorm statistics so far.
+    pub const BEST: &str = "best.safetensors";
+    /// Resumable state.
+    pub const CHECKPOINT: &str = "checkpoint.safetensors";
+    /// Final test result.
+    pub const TEST: &str = "test.json";
+}
+
+const PROGRESS_HEADER: &str = "step\ttrain_loss\tval_loss\tval_acc\tlr\telapsed_s";
+const CHECKPOINT_FORMAT: &str = "plastic-fsc-checkpoint/1";
+
+/// What one training step of a model returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult<F> {
+    /// The batch's loss (mean over episodes and query steps).
+    pub loss: f64,
+    /// Episodes whose first query was classified correctly.
+    pub correct: usize,
+    /// The gradient of the loss with respect to every parameter, in parameter order.
+    pub grads: Vec<F>,
+}
+
+/// What an evaluation-mode pass of a model returns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalResult {
+    /// The batch's loss.
+    pub loss: f64,
+    /// Episodes whose first query was classified correctly.
+    pub correct: usize,
+}
+
+/// What the trainer needs from a model: named parameters in one flat buffer, named state
+/// buffers that are not trained (the BatchNorm running statistics), a training step that
+/// returns the gradient (and updates the buffers, in training mode), and an evaluation-mode
+/// pass.
+pub trait FscLearner<F: Float> {
+    /// Every parameter, named, in the order of [`FscLearner::params`].
+    fn param_infos(&self) -> Vec<ParamInfo>;
+    /// The parameters.
+    fn params(&self) -> &[F];
+    /// The parameters, to update.
+    fn params_mut(&mut self) -> &mut [F];
+    /// Every state buffer, named, in the order of [`FscLearner::buffers`].
+    fn buffer_infos(&self) -> Vec<ParamInfo>;
+    /// The state buffers, flat.
+    fn buffers(&self) -> Vec<F>;
+    /// Restores the state buffers from [`FscLearner::buffers`]'s layout.
+    fn set_buffers(&mut self, values: &[F]) -> Result<()>;
+    /// Loss, correct first queries and gradient on a training batch (training mode: batch
+    /// statistics, running statistics updated).
+    fn train_step(&mut self, batch: &FscBatch<F>) -> Result<StepResult<F>>;
+    /// Loss and correct first queries in evaluation mode (running statistics, unchanged).
+    fn evaluate(&mut self, batch: &FscBatch<F>) -> Result<EvalResult>;
+}
+
+/// The model an `fsc` run trains (`docs/fsc.md` §5): ProtoNet of `cnn_width` channels at
+/// the data set's image size, projection to H − way, the plastic RNN without its input
+/// layer; initialised from `config.seed`.
+pub fn build_model<F: Float>(config: &FscConfig) -> Result<FscModel<F>> {
+    let shape = model::FscConfig {
+        cnn: ProtoNetConfig {
+            in_channels: 3,
+            channels: config.cnn_width,
+            image_size: config.image_dataset.kind().image_size(),
+        },
+        network: config.network_config(),
+        extra_input_dim: config.way,
+    };
+    FscModel::new(shape, config.seed)
+}
+
+/// Which parameters the optimiser updates (all of them, for a model built from scratch).
+pub fn trainable_mask<F: Float, M: FscLearner<F>>(model: &M) -> Vec<bool> {
+    let mut mask = vec![false; model.params().len()];
+    for info in model.param_infos() {
+        mask[info.range()].fill(info.trainable);
+    }
+    mask
+}
+
+/// The model's view of a batch of episodes.
+fn model_batch<F: Float>(b: &FscBatch<F>) -> model::FscBatch<F> {
+    model::FscBatch {
+        batch: b.batch(),
+        steps: b.steps(),
+        test_begin: b.test_begin,
+        images: b.images.clone(),
+        extra_input: b.extra_input.clone(),
+        labels: b.labels.clone(),
+    }
+}
+
+impl<F: Float> FscLearner<F> for FscModel<F> {
+    fn param_infos(&self) -> Vec<ParamInfo> {
+        self.layout().to_vec()
+    }
+    fn params(&self) -> &[F] {
+        FscModel::params(self)
+    }
+    fn params_mut(&mut self) -> &mut [F] {
+        FscModel::params_mut(self)
+    }
+    /// `cnn.{k}.bn.{num_batches_tracked, running_mean, running_var}` in name order.
+    fn buffer_infos(&self) -> Vec<ParamInfo> {
+        let mut offset = 0;
+        self.named_buffers()
+            .into_iter()
+            .map(|(name, t)| {
+                let info = ParamInfo {
+                    name,
+                    shape: t.shape,
+                    offset,
+                    trainable: false,
+                };
+                offset += info.len();
+                info
+            })
+            .collect()
+    }
+    fn buffers(&self) -> Vec<F> {
+        self.named_buffers()
+            .into_values()
+            .flat_map(|t| t.data)
+            .map(F::of)
+            .collect()
+    }
+    fn set_buffers(&mut self, values: &[F]) -> Result<()> {
+        let map = self
+            .buffer_infos()
+            .into_iter()
+            .map(|i| {
+                let data = values[i.range()].iter().map(|v| v.f64()).collect();
+                (
+                    i.name,
+                    NamedTensor {
+                        shape: i.shape,
+                        data,
+                    },
+                )
+            })
+            .collect();
+        self.set_named_buffers(&map)
+    }
+    fn train_step(&mut self, batch: &FscBatch<F>) -> Result<StepResult<F>> {
+        let g = self.loss_and_grad(&model_batch(batch))?;
+        Ok(StepResult {
+            loss: g.loss.f64(),
+            correct: g.correct_first_query,
+            grads: g.grads,
+        })
+    }
+    fn evaluate(&mut self, batch: &FscBatch<F>) -> Result<EvalResult> {
+        let f = self.forward_eval(&model_batch(batch))?;
+        Ok(EvalResult {
+            loss: f.rnn.loss.f64(),
+            correct: f.correct_first_query,
+        })
+    }
+}
+
+/// Trains an `fsc` run (new or resumed) to the end and tests its best parameters: the
+/// model of [`build_model`] in the configuration's float type.
+pub fn train_fsc(dir: &Path, start: Start, observer: &mut dyn FscObserver) -> Result<FscSummary> {
+    let dtype = match &start {
+        Start::New { config, .. } => config.dtype.clone(),
+        Start::Resume => match read_config(dir) {
+            Ok(c) => c.dtype,
+            // let the trainer report what is missing
+            Err(_) => "f32".into(),
+        },
+    };
+    if dtype == "f64" {
+        train_with(dir, start, build_model::<f64>, observer)
+    } else {
+        train_with(dir, start, build_model::<f32>, observer)
+    }
+}
+
+/// One row of `progress.tsv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FscLogRow {
+    /// Training steps taken (updates made) before this log.
+    pub step: usize,
+    /// Mean training loss since the previous log (0 at step 0).
+    pub train_loss: f64,
+    /// Validation loss (mean over the validation batches).
+    pub val_loss: f64,
+    /// Validation accuracy in percent (first query of each episode).
+    pub val_acc: f64,
+    /// Learning rate in force for the next steps.
+    pub lr: f64,
+    /// Wall-clock seconds of training so far.
+    pub elapsed_s: f64,
+}
+
+impl FscLogRow {
+    /// The row as `progress.tsv` writes it (numbers in their shortest exact form).
+    fn tsv(&self) -> String {
+        format!(
+            "{}\t{:e}\t{:e}\t{}\t{:e}\t{:.3}",
+            self.step, self.train_loss, self.val_loss, self.val_acc, self.lr, self.elapsed_s
+        )
+    }
+}
+
+/// Receives progress while a run trains (the CLI draws a progress bar from it).
+pub trait FscObserver {
+    /// Training runs from step `from` to step `to` (inclusive).
+    fn start(&mut self, _from: usize, _to: usize) {}
+    /// The update of `step` finished with this loss.
+    fn step(&mut self, _step: usize, _loss: f64) {}
+    /// A log row was written.
+    fn log(&mut self, _row: &FscLogRow) {}
+    /// Something worth telling the user.
+    fn note(&mut self, _message: &str) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl FscObserver for Silent {}
+
+/// The result of a finished run (`test.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FscSummary {
+    /// Test accuracy of the best parameters, percent of first queries correct.
+    pub test_acc: f64,
+    /// Half-width of its 95% interval, 1.96 × the standard error over episodes.
+    pub test_acc_ci95: f64,
+    /// Test loss (mean over the test batches).
+    pub test_loss: f64,
+    /// Test episodes.
+    pub test_episodes: usize,
+    /// The raw-pixel nearest-neighbour accuracy on the same test episodes, percent.
+    pub nn_baseline_acc: f64,
+    /// Chance accuracy, percent (100 / way).
+    pub chance_acc: f64,
+    /// Step of the best validation accuracy.
+    pub best_step: usize,
+    /// The best validation accuracy, percent.
+    pub best_val_acc: f64,
+    /// Updates made (`max_batch + 1`).
+    pub updates: usize,
+    /// Wall-clock seconds of training.
+    pub elapsed_s: f64,
+}
+
+/// How to start a run.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// A new run with this configuration; an existing non-empty folder is refused unless
+    /// `overwrite`.
+    New {
+        /// The configuration.
+        config: Box<FscConfig>,
+        /// Replace an existing run folder.
+        overwrite: bool,
+    },
+    /// Continue the run in the folder from its checkpoint.
+    Resume,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    format: String,
+    dtype: String,
+    /// The next step to train (its log is already written).
+    step: usize,
+    log_index: usize,
+    best_step: usize,
+    best_val_acc: f64,
+    train_loss_acc: f64,
+    sched_epoch: usize,
+    lr: f64,
+    adam_step: u64,
+    elapsed_s: f64,
+}
+
+/// The episode samplers of the three phases.
+#[derive(Debug, Clone)]
+pub struct FscData {
+    /// Training episodes (augmented).
+    pub train: EpisodeSampler,
+    /// Validation episodes.
+    pub val: EpisodeSampler,
+    /// Test episodes.
+    pub test: EpisodeSampler,
+}
+
+impl FscData {
+    /// Loads (or, for `procedural`, generates) the three phases' data sets.
+    pub fn load(config: &FscConfig) -> Result<FscData> {
+        let sets: Vec<ImageDataset> = match config.image_dataset {
+            ImageSource::Procedural => {
+                let pc = config.procedural_config();
+                Phase::ALL
+                    .iter()
+                    .map(|&p| procedural::generate(&pc, p))
+                    .collect::<Result<_>>()?
+            }
+            source => ImageDataset::load_all(source.kind(), &config.data_dir)?.into(),
+        };
+        let mut it = sets.into_iter().zip(Phase::ALL).map(|(set, phase)| {
+            EpisodeSampler::new(Arc::new(set), phase, config.episode_config(phase))
+        });
+        let (train, val, test) = (
+            it.next().expect("three phases")?,
+            it.next().expect("three phases")?,
+            it.next().expect("three phases")?,
+        );
+        Ok(FscData { train, val, test })
+    }
+
+    /// The fixed test episodes (the same for every run of this data and batch shape).
+    pub fn test_batches<F: Float>(&self, config: &FscConfig) -> Vec<FscBatch<F>> {
+        (0..config.test_batch)
+            .map(|j| self.test.batch(TEST_SEED, j as u64, config.batch_size))
+            .collect()
+    }
+}
+
+/// Reads a run's configuration.
+pub fn read_config(dir: &Path) -> Result<FscConfig> {
+    let path = dir.join(files::CONFIG);
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    FscConfig::from_toml(&text).map_err(|e| Error::format(&path, e.to_string()))
+}
+
+/// Reads a finished run's test result.
+pub fn read_summary(dir: &Path) -> Result<FscSummary> {
+    let path = dir.join(files::TEST);
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+}
+
+/// Reads `progress.tsv` rows.
+pub fn read_progress(dir: &Path) -> Result<Vec<FscLogRow>> {
+    let path = dir.join(files::PROGRESS);
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let bad = || {
+            Error::format(
+                &path,
+                format!("line {}: expected 6 tab-separated numbers", n + 1),
+            )
+        };
+        if f.len() != 6 {
+            return Err(bad());
+        }
+        let num = |k: usize| f[k].parse::<f64>().map_err(|_| bad());
+        rows.push(FscLogRow {
+            step: f[0].parse().map_err(|_| bad())?,
+            train_loss: num(1)?,
+            val_loss: num(2)?,
+            val_acc: num(3)?,
+            lr: num(4)?,
+            elapsed_s: num(5)?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Accuracy in percent and the half-width of its 95% interval (1.96 × the standard error
+/// of the per-episode 0/1 scores, sample standard deviation as `np.std(ddof=1)`).
+pub fn accuracy_ci95(correct: usize, total: usize) -> (f64, f64) {
+    if total == 0 {
+        return (0.0, 0.0);
+    }
+    let n = total as f64;
+    let p = correct as f64 / n;
+    let se = if total > 1 {
+        (p * (1.0 - p) * n / (n - 1.0)).sqrt() / n.sqrt()
+    } else {
+        0.0
+    };
+    (100.0 * p, 100.0 * 1.96 * se)
+}
+
+/// Evaluates `model` on `batches` (evaluation mode): mean loss over batches, correct first
+/// queries and episodes.
+pub fn evaluate_batches<F: Float, M: FscLearner<F>>(
+    model: &mut M,
+    batches: impl IntoIterator<Item = FscBatch<F>>,
+) -> Result<(f64, usize, usize)> {
+    let (mut loss, mut correct, mut total, mut n) = (0.0, 0, 0, 0);
+    for b in batches {
+        let r = model.evaluate(&b)?;
+        loss += r.loss;
+        correct += r.correct;
+        total += b.batch();
+        n += 1;
+    }
+    Ok((loss / n.max(1) as f64, correct, total))
+}
+
+/// Trains a run (new or resumed) with a model built by `build(config)` to the end, and
+/// tests its best parameters. `build` must be a function of the configuration only (the
+/// initialisation from `config.seed`), so that a resumed run rebuilds the same model.
+pub fn train_with<F: Float, M: FscLearner<F>>(
+    dir: &Path,
+    start: Start,
+    build: impl Fn(&FscConfig) -> Result<M>,
+    observer: &mut dyn FscObserver,
+) -> Result<FscSummary> {
+    let config = open_run(dir, start)?;
+    if config.dtype != F::NAME {
+        return Err(Error::Config(format!(
+            "the run trains in {}, but this trainer is {}",
+            config.dtype,
+            F::NAME
+        )));
+    }
+    let test_path = dir.join(files::TEST);
+    if test_path.exists() {
+        observer.note("this run has already finished; its test result is unchanged");
+        return read_summary(dir);
+    }
+    let data = FscData::load(&config)?;
+    let model = build(&config)?;
+    Trainer::new(dir, config, model, data)?.run(observer)
+}
+
+/// Checks or creates the run folder; returns the configuration to train.
+fn open_run(dir: &Path, start: Start) -> Result<FscConfig> {
+    match start {
+        Start::New { config, overwrite } => {
+            let config = config.resolved();
+            config.validate()?;
+            prepare_new(dir, overwrite)?;
+            write_atomic(&dir.join(files::CONFIG), config.to_toml().as_bytes())?;
+            write_atomic(
+                &dir.join(files::PROGRESS),
+                format!("{PROGRESS_HEADER}\n").as_bytes(),
+            )?;
+            Ok(config)
+        }
+        Start::Resume => {
+            if !dir.join(files::CONFIG).exists() {
+                return Err(Error::Config(format!(
+                    "{} is not a run folder (no {}); nothing to resume",
+                    dir.display(),
+                    files::CONFIG
+                )));
+            }
+            let progress = dir.join(files::PROGRESS);
+            if !progress.exists() {
+                write_atomic(&progress, format!("{PROGRESS_HEADER}\n").as_bytes())?;
+            }
+            read_config(dir)
+        }
+    }
+}
+
+fn prepare_new(dir: &Path, overwrite: bool) -> Result<()> {
+    if dir.exists() {
+        let nonempty = fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .next()
+            .is_some();
+        if nonempty && !overwrite {
+            return Err(Error::Config(format!(
+                "{} already exists; use --resume to continue it or --overwrite to replace it",
+                dir.display()
+            )));
+        }
+        for name in [
+            files::CONFIG,
+            files::PROGRESS,
+            files::BEST,
+            files::CHECKPOINT,
+            files::TEST,
+        ] {
+            let p = dir.join(name);
+            if p.exists() {
+                fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Named flat buffers as safetensors bytes, in `F`'s own float type.
+fn tensors_bytes<F: Float>(
+    groups: &[(&str, &[ParamInfo], &[F])],
+    metadata: BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let dtype = if F::NAME == "f32" {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    };
+    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (prefix, infos, data) in groups {
+        for info in infos.iter() {
+            let mut b = Vec::with_capacity(info.len() * std::mem::size_of::<F>());
+            for v in &data[info.range()] {
+                if F::NAME == "f32" {
+                    b.extend_from_slice(&(v.f64() as f32).to_le_bytes());
+                } else {
+                    b.extend_from_slice(&v.f64().to_le_bytes());
+                }
+            }
+            raw.push((format!("{prefix}{}", info.name), info.shape.clone(), b));
+        }
+    }
+    let views: Vec<(String, TensorView)> = raw
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(dtype, s.clone(), b).expect("shape matches bytes"),
+            )
+        })
+        .collect();
+    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Config(format!("safetensors: {e}")))
+}
+
+/// Reads the named buffer `prefix` + every name of `infos` from safetensors, as `F`.
+fn tensors_read<F: Float>(
+    st: &safetensors::SafeTensors,
+    prefix: &str,
+    infos: &[ParamInfo],
+    path: &Path,
+) -> Result<Vec<F>> {
+    use safetensors::tensor::Dtype;
+    let len = infos.iter().map(|i| i.offset + i.len()).max().unwrap_or(0);
+    let mut data = vec![F::zero(); len];
+    for info in infos {
+        let name = format!("{prefix}{}", info.name);
+        let t = st.tensor(&name).map_err(|_| Error::MissingParam {
+            name: name.clone(),
+            expected: info.shape.clone(),
+        })?;
+        if t.shape() != info.shape.as_slice() {
+            return Err(Error::ParamShape {
+                name,
+                expected: info.shape.clone(),
+                found: t.shape().to_vec(),
+            });
+        }
+        let dst = &mut data[info.range()];
+        match t.dtype() {
+            Dtype::F32 => {
+                for (d, c) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
+                    *d = F::of(f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64);
+                }
+            }
+            Dtype::F64 => {
+                for (d, c) in dst.iter_mut().zip(t.data().chunks_exact(8)) {
+                    *d = F::of(f64::from_le_bytes(c.try_into().expect("8 bytes")));
+                }
+            }
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("tensor `{name}` has dtype {other:?}; valid: F32, F64"),
+                ))
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// Loads a model's parameters and state buffers from a `best.safetensors` (or any file
+/// written the same way, names without prefix).
+pub fn load_best<F: Float, M: FscLearner<F>>(model: &mut M, path: &Path) -> Result<()> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
+    let params = tensors_read::<F>(&st, "", &model.param_infos(), path)?;
+    let buffers = tensors_read::<F>(&st, "", &model.buffer_infos(), path)?;
+    model.params_mut().copy_from_slice(&params);
+    model.set_buffers(&buffers)
+}
+
+struct Trainer<F: Float, M: FscLearner<F>> {
+    dir: PathBuf,
+    config: FscConfig,
+    model: M,
+    data: FscData,
+    opt: AdamW<F>,
+    mask: Vec<bool>,
+    best_params: Vec<F>,
+    best_buffers: Vec<F>,
+    state: CheckpointState,
+}
+
+impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
+    fn new(dir: &Path, config: FscConfig, model: M, data: FscData) -> Result<Self> {
+        let mask = trainable_mask(&model);
+        let opt = AdamW::new(
+            AdamWConfig {
+                lr: config.lr,
+                weight_decay: config.wdecay,
+                ..Default::default()
+            },
+            mask.clone(),
+        );
+        let state = CheckpointState {
+            format: CHECKPOINT_FORMAT.into(),
+            dtype: F::NAME.into(),
+            step: 0,
+            log_index: 0,
+            best_step: 0,
+            best_val_acc: f64::NEG_INFINITY,
+            train_loss_acc: 0.0,
+            sched_epoch: 0,
+            lr: config.lr,
+            adam_step: 0,
+            elapsed_s: 0.0,
+        };
+        let mut t = Trainer {
+            dir: dir.to_path_buf(),
+            best_params: model.params().to_vec(),
+            best_buffers: model.buffers(),
+            config,
+            model,
+            data,
+            opt,
+            mask,
+            state,
+        };
+        if t.dir.join(files::CHECKPOINT).exists() {
+            t.load_checkpoint()?;
+        }
+        Ok(t)
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        let mut meta = BTreeMap::new();
+        meta.insert(
+            "state".into(),
+            serde_json::to_string(&self.state).expect("serialisable"),
+        );
+        meta.insert("config".into(), self.config.to_toml());
+        let (p, b) = (self.model.param_infos(), self.model.buffer_infos());
+        let buffers = self.model.buffers();
+        let bytes = tensors_bytes(
+            &[
+                ("param.", &p, self.model.params()),
+                ("buffer.", &b, &buffers),
+                ("best.", &p, &self.best_params),
+                ("best_buffer.", &b, &self.best_buffers),
+                ("adam_m.", &p, &self.opt.m),
+                ("adam_v.", &p, &self.opt.v),
+                ("adam_vmax.", &p, &self.opt.v_max),
+            ],
+            meta,
+        )?;
+        write_atomic(&self.dir.join(files::CHECKPOINT), &bytes)
+    }
+
+    fn load_checkpoint(&mut self) -> Result<()> {
+        let path = self.dir.join(files::CHECKPOINT);
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let corrupt =
+            |m: String| Error::format(&path, format!("corrupt or truncated checkpoint: {m}"));
+        let st =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let state: CheckpointState = serde_json::from_str(
+            meta.get("state")
+                .ok_or_else(|| corrupt("no state".into()))?,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
+        if state.format != CHECKPOINT_FORMAT {
+            return Err(corrupt(format!(
+                "format `{}`, expected {CHECKPOINT_FORMAT}",
+                state.format
+            )));
+        }
+        if state.dtype != F::NAME {
+            return Err(corrupt(format!(
+                "written in {}, but the run trains in {}",
+                state.dtype,
+                F::NAME
+            )));
+        }
+        let saved = meta
+            .get("config")
+            .ok_or_else(|| corrupt("no config".into()))?;
+        if FscConfig::from_toml(saved)? != self.config {
+            return Err(Error::Config(format!(
+                "{} was written by a different configuration than {}; refusing to mix them",
+                path.display(),
+                files::CONFIG
+            )));
+        }
+        let (p, b) = (self.model.param_infos(), self.model.buffer_infos());
+        let read = |prefix: &str, infos: &[ParamInfo]| {
+            tensors_read::<F>(&st, prefix, infos, &path).map_err(|e| corrupt(e.to_string()))
+        };
+        let params = read("param.", &p)?;
+        let buffers = read("buffer.", &b)?;
+        self.best_params = read("best.", &p)?;
+        self.best_buffers = read("best_buffer.", &b)?;
+        let (m, v, vmax) = (
+            read("adam_m.", &p)?,
+            read("adam_v.", &p)?,
+            read("adam_vmax.", &p)?,
+        );
+        self.model.params_mut().copy_from_slice(&params);
+        self.model.set_buffers(&buffers)?;
+        self.opt =
+            AdamW::new(self.opt.config, self.mask.clone()).with_state(state.adam_step, m, v, vmax);
+        self.opt.config.lr = state.lr;
+        self.state = state;
+        // keep progress.tsv consistent with the checkpoint (drop rows logged after it)
+        let progress = self.dir.join(files::PROGRESS);
+        let text = fs::read_to_string(&progress).unwrap_or_default();
+        let mut kept = vec![PROGRESS_HEADER.to_string()];
+        for line in text.lines().skip(1) {
+            let step = line
+                .split('\t')
+                .next()
+                .and_then(|s| s.parse::<usize>().ok());
+            if step.is_some_and(|s| s <= self.state.step) {
+                kept.push(line.to_string());
+            }
+        }
+        write_atomic(&progress, (kept.join("\n") + "\n").as_bytes())?;
+        self.write_best()
+    }
+
+    fn write_best(&self) -> Result<()> {
+        let mut meta = BTreeMap::new();
+        meta.insert("step".into(), self.state.best_step.to_string());
+        meta.insert("val_acc".into(), format!("{}", self.state.best_val_acc));
+        meta.insert("config".into(), self.config.to_toml());
+        let (p, b) = (self.model.param_infos(), self.model.buffer_infos());
+        let bytes = tensors_bytes(
+            &[("", &p, &self.best_params), ("", &b, &self.best_buffers)],
+            meta,
+        )?;
+        write_atomic(&self.dir.join(files::BEST), &bytes)
+    }
+
+    /// The `index`-th validation: `test_batch` fresh validation batches.
+    fn validate(&mut self, index: usize) -> Result<(f64, f64)> {
+        let c = &self.config;
+        let first = (index * c.test_batch) as u64;
+        let val = &self.data.val;
+        let batches = (0..c.test_batch as u64).map(|j| val.batch(c.seed, first + j, c.batch_size));
+        let (loss, correct, total) = evaluate_batches(&mut self.model, batches)?;
+        Ok((loss, 100.0 * correct as f64 / total as f64))
+    }
+
+    fn log(&mut self, step: usize, elapsed_s: f64, observer: &mut dyn FscObserver) -> Result<()> {
+        let c = self.config.clone();
+        let (val_loss, val_acc) = self.validate(self.state.log_index)?;
+        if val_acc >= self.state.best_val_acc {
+            self.state.best_val_acc = val_acc;
+            self.state.best_step = step;
+            self.best_params.copy_from_slice(self.model.params());
+            self.best_buffers = self.model.buffers();
+            self.write_best()?;
+        }
+        if step > 0 && c.use_lr_scheduler {
+            self.state.sched_epoch += 1;
+            let t_max = c.max_batch / c.log_every + 1;
+            self.opt.config.lr = cosine_lr(c.lr, c.lr / 10.0, t_max, self.state.sched_epoch);
+        }
+        let row = FscLogRow {
+            step,
+            train_loss: if step == 0 {
+                0.0
+            } else {
+                self.state.train_loss_acc / c.log_every as f64
+            },
+            val_loss,
+            val_acc,
+            lr: self.opt.config.lr,
+            elapsed_s,
+        };
+        self.state.lr = self.opt.config.lr;
+        self.state.train_loss_acc = 0.0;
+        self.state.log_index += 1;
+        self.state.step = step;
+        self.state.elapsed_s = elapsed_s;
+        self.state.adam_step = self.opt.step;
+        let progress = self.dir.join(files::PROGRESS);
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&progress)
+            .map_err(|e| Error::io(&progress, e))?;
+        writeln!(f, "{}", row.tsv()).map_err(|e| Error::io(&progress, e))?;
+        self.save_checkpoint()?;
+        observer.log(&row);
+        Ok(())
+    }
+
+    fn run(mut self, observer: &mut dyn FscObserver) -> Result<FscSummary> {
+        let c = self.config.clone();
+        let started = Instant::now();
+        let elapsed0 = self.state.elapsed_s;
+        // a checkpoint is written right after the log of its step: resume after that log
+        let resumed = self.state.log_index > 0;
+        let first = self.state.step;
+        observer.start(first, c.max_batch);
+        for step in first..=c.max_batch {
+            if step.is_multiple_of(c.log_every) && !(resumed && step == first) {
+                let elapsed = elapsed0 + started.elapsed().as_secs_f64();
+                self.log(step, elapsed, observer)?;
+            }
+            let batch = self
+                .data
+                .train
+                .batch::<F>(c.seed, step as u64, c.batch_size);
+            let mut r = self.model.train_step(&batch)?;
+            if !r.loss.is_finite() || r.grads.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Diverged(format!(
+                    "non-finite loss or gradient at training step {step}; the last good \
+                     checkpoint (step {}) is kept in {}",
+                    self.state.step,
+                    self.dir.display()
+                )));
+            }
+            clip_grad_norm(&mut r.grads, &self.mask, c.grad_clip);
+            self.opt.update(self.model.params_mut(), &r.grads);
+            self.state.train_loss_acc += r.loss;
+            observer.step(step, r.loss);
+        }
+        let elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
+        // the best parameters on the fixed test episodes (training is over: the model
+        // takes them)
+        self.model.params_mut().copy_from_slice(&self.best_params);
+        self.model.set_buffers(&self.best_buffers)?;
+        let tests = self.data.test_batches::<F>(&c);
+        let nn = nearest_neighbour_score(&tests);
+        let (test_loss, correct, total) = evaluate_batches(&mut self.model, tests)?;
+        let (test_acc, test_acc_ci95) = accuracy_ci95(correct, total);
+        let summary = FscSummary {
+            test_acc,
+            test_acc_ci95,
+            test_loss,
+            test_episodes: total,
+            nn_baseline_acc: nn.percent(),
+            chance_acc: 100.0 / c.way as f64,
+            best_step: self.state.best_step,
+            best_val_acc: self.state.best_val_acc,
+            updates: c.max_batch + 1,
+            elapsed_s,
+        };
+        let json = serde_json::to_string_pretty(&summary).expect("serialisable");
+        write_atomic(&self.dir.join(files::TEST), json.as_bytes())?;
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_interval_is_1_96_standard_errors() {
+        let (acc, ci) = accuracy_ci95(3, 4);
+        // scores 1,1,1,0: mean 0.75, sample std sqrt(0.25), se 0.25
+        assert!((acc - 75.0).abs() < 1e-12);
+        assert!((ci - 100.0 * 1.96 * 0.25).abs() < 1e-9, "{ci}");
+        assert_eq!(accuracy_ci95(0, 0), (0.0, 0.0));
+        assert_eq!(accuracy_ci95(5, 5).1, 0.0);
+    }
+}
