@@ -1,4 +1,4 @@
-//! The recurrent cells (ALGORITHM.md §1.2) and their derivatives.
+//! The recurrent cells (docs/algorithm.md §1.2) and their derivatives.
 //!
 //! Besides the usual forward and backward, the gradient rule needs the cell's *inner*
 //! backward (`g_z` from `g_h`, with the previous cell state held constant, §2.2) and the

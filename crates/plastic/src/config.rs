@@ -1,4 +1,4 @@
-//! Network configuration: cell, plasticity rule and every knob of ALGORITHM.md §1–2.
+//! Network configuration: cell, plasticity rule and every knob of docs/algorithm.md §1–2.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +51,7 @@ macro_rules! named_enum {
 pub(crate) use named_enum;
 
 named_enum!(
-    /// The recurrent cell (ALGORITHM.md §1.2).
+    /// The recurrent cell (docs/algorithm.md §1.2).
     CellKind {
         /// `h' = relu(h·W_h + b_h + u·W_i + b_i)`.
         Rnn => ["rnn"],
@@ -61,7 +61,7 @@ named_enum!(
 );
 
 named_enum!(
-    /// The plasticity rule (ALGORITHM.md §2.2).
+    /// The plasticity rule (docs/algorithm.md §2.2).
     Rule {
         /// No plastic weights: the standard network.
         None => ["none"],
@@ -73,7 +73,7 @@ named_enum!(
 );
 
 named_enum!(
-    /// How the per-connection plasticity coefficients α are initialised (ALGORITHM.md §2.4).
+    /// How the per-connection plasticity coefficients α are initialised (docs/algorithm.md §2.4).
     InnerLrMode {
         /// α is the constant 1 and not a parameter.
         None => ["none"],

@@ -1,4 +1,4 @@
-//! A batch of episodes (inputs, targets, loss window) and the episode loss (ALGORITHM.md §4).
+//! A batch of episodes (inputs, targets, loss window) and the episode loss (docs/algorithm.md §4).
 
 use crate::error::{Error, Result};
 use crate::float::Float;

@@ -1,4 +1,4 @@
-//! LayerNorm over the hidden state (ALGORITHM.md §1.3; eps 1e-5), with its backward and the
+//! LayerNorm over the hidden state (docs/algorithm.md §1.3; eps 1e-5), with its backward and the
 //! adjoint of its backward (needed by the gradient rule's second-order terms).
 
 use crate::float::Float;

@@ -36,7 +36,7 @@ impl<F: Float> std::fmt::Debug for Network<F> {
 }
 
 impl<F: Float> Network<F> {
-    /// A network initialised from `seed` as ALGORITHM.md §3.
+    /// A network initialised from `seed` as docs/algorithm.md §3.
     pub fn new(config: NetworkConfig, seed: u64) -> Result<Self> {
         config.validate()?;
         let layout = Layout::new(&config);

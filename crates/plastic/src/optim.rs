@@ -1,4 +1,4 @@
-//! The outer-loop optimiser (ALGORITHM.md §4): AdamW with amsgrad, as `torch.optim.AdamW`,
+//! The outer-loop optimiser (docs/algorithm.md §4): AdamW with amsgrad, as `torch.optim.AdamW`,
 //! global gradient-norm clipping as `torch.nn.utils.clip_grad_norm_`, and the cosine
 //! schedule as `CosineAnnealingLR`.
 

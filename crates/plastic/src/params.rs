@@ -1,5 +1,5 @@
 //! Named meta-learned parameters: their layout in one flat buffer, seeded initialisation
-//! (ALGORITHM.md §3), and loading/saving by name (safetensors).
+//! (docs/algorithm.md §3), and loading/saving by name (safetensors).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -243,7 +243,7 @@ impl Layout {
     }
 }
 
-/// Initialises a parameter buffer as ALGORITHM.md §3 from `rng`: `U(−k, k)` with
+/// Initialises a parameter buffer as docs/algorithm.md §3 from `rng`: `U(−k, k)` with
 /// `k = 1/sqrt(out)` for `in`/`out` and the plastic RNN cell, `2/sqrt(4H)` for the plastic
 /// LSTM, `1/sqrt(H)` for a standard (non-plastic) cell; α by `inner_lr_mode`;
 /// `out_weight = 1`; LayerNorm gain 1 and bias 0.

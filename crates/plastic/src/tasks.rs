@@ -1,4 +1,4 @@
-//! The paper's synthetic tasks (ALGORITHM.md §5) as seeded episode generators. Each defines
+//! The paper's synthetic tasks (docs/algorithm.md §5) as seeded episode generators. Each defines
 //! its inputs, targets and loss window (`test_begin`) exactly as the reference does.
 
 use serde::{Deserialize, Serialize};

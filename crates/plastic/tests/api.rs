@@ -1,5 +1,5 @@
 //! The public API: construction, named parameters, files, bad input, and the edge cases
-//! of ALGORITHM.md (no NaN at a zero update norm).
+//! of docs/algorithm.md (no NaN at a zero update norm).
 
 use std::collections::BTreeMap;
 
@@ -40,7 +40,7 @@ fn a_seed_fixes_a_network_and_names_match_the_fixtures() {
     }
     assert_eq!(a.layout().get("rec.w_h").unwrap().shape, vec![5, 20]);
     assert_eq!(a.layout().get("out.w").unwrap().shape, vec![5, 2 + 4 + 1]);
-    // initialisation ranges (ALGORITHM.md §3)
+    // initialisation ranges (docs/algorithm.md §3)
     let k = 2.0 / (20f64).sqrt();
     assert!(a.param("rec.w_h").unwrap().iter().all(|v| v.abs() <= k));
     assert!(a.param("out_weight").unwrap().iter().all(|&v| v == 1.0));

@@ -593,4 +593,3 @@ fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
     v.clear();
     v.resize(n, F::zero());
 }
-

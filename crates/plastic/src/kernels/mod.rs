@@ -287,7 +287,7 @@ kernel! {
 }
 
 kernel! {
-    /// The plastic update of one tensor (ALGORITHM.md §2.4–2.5), out of place:
+    /// The plastic update of one tensor (docs/algorithm.md §2.4–2.5), out of place:
     /// `dst = clamp((1 − λ)·src + η·α ⊙ (pre ⊗ δ))`. For a bias pass `pre = [1]`; `δ = None`
     /// means `Δ = 0` (a Hebbian bias), leaving only the decay.
     pub fn plastic_update<F: Float>(

@@ -1,4 +1,4 @@
-//! Meta-training runs (ALGORITHM.md §4): a run is a folder with its resolved configuration
+//! Meta-training runs (docs/algorithm.md §4): a run is a folder with its resolved configuration
 //! (`config.toml`), one log row per `log_every` steps (`progress.tsv`), the best parameters
 //! so far (`best.safetensors`), a resumable checkpoint (`checkpoint.safetensors`) and the
 //! final test metric (`test.json`).
