@@ -307,20 +307,6 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 fn eval(dir: &Path, set: &[String], out: Option<PathBuf>) -> Result<()> {
-    if !dir.is_dir() {
-        bail!(
-            "{} is not a folder; give the folder of a trained run (what `plastic train --out DIR` \
-             wrote)",
-            dir.display()
-        );
-    }
-    if !dir.join(files::CONFIG).exists() {
-        bail!(
-            "{} is not a run folder (it has no {}); give the folder of a trained run",
-            dir.display(),
-            files::CONFIG
-        );
-    }
     let report = run::eval::evaluate(dir, set)?;
     let out = out.unwrap_or_else(|| {
         let suffix: String = set

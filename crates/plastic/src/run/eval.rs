@@ -57,10 +57,10 @@ pub fn evaluate(dir: &Path, overrides: &[String]) -> Result<EvalReport> {
         let what = if dir.exists() {
             "is not a folder"
         } else {
-            "does not exist"
+            "does not exist, so it is not a folder"
         };
         return Err(Error::Run(format!(
-            "{} {what}: give the folder of a trained run",
+            "{} {what}: give the folder of a trained run (what `plastic train --out DIR` wrote)",
             dir.display()
         )));
     }
