@@ -533,43 +533,23 @@ fn prepare_new(dir: &Path, overwrite: bool) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
-/// Named flat buffers as safetensors bytes, in `F`'s own float type.
+/// Named flat buffers as safetensors bytes, in `F`'s own float type, through the core's
+/// writer (sorted header, checksum of the whole content).
 fn tensors_bytes<F: Float>(
     groups: &[(&str, &[ParamInfo], &[F])],
     metadata: BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let dtype = if F::NAME == "f32" {
-        Dtype::F32
-    } else {
-        Dtype::F64
-    };
-    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut named = Vec::new();
     for (prefix, infos, data) in groups {
         for info in infos.iter() {
-            let mut b = Vec::with_capacity(info.len() * std::mem::size_of::<F>());
-            for v in &data[info.range()] {
-                if F::NAME == "f32" {
-                    b.extend_from_slice(&(v.f64() as f32).to_le_bytes());
-                } else {
-                    b.extend_from_slice(&v.f64().to_le_bytes());
-                }
-            }
-            raw.push((format!("{prefix}{}", info.name), info.shape.clone(), b));
+            named.push((
+                format!("{prefix}{}", info.name),
+                info.shape.clone(),
+                &data[info.range()],
+            ));
         }
     }
-    let views: Vec<(String, TensorView)> = raw
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(dtype, s.clone(), b).expect("shape matches bytes"),
-            )
-        })
-        .collect();
-    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::Config(format!("safetensors: {e}")))
+    Ok(plastic::params::named_safetensors_bytes(&named, metadata)?)
 }
 
 /// Reads the named buffer `prefix` + every name of `infos` from safetensors, as `F`.
@@ -614,6 +594,12 @@ fn tensors_read<F: Float>(
                 ))
             }
         }
+        if let Some(i) = dst.iter().position(|v| !v.f64().is_finite()) {
+            return Err(Error::format(
+                path,
+                format!("corrupt: tensor `{name}` has a non-finite value at element {i}"),
+            ));
+        }
     }
     Ok(data)
 }
@@ -622,8 +608,7 @@ fn tensors_read<F: Float>(
 /// written the same way, names without prefix).
 pub fn load_best<F: Float, M: FscLearner<F>>(model: &mut M, path: &Path) -> Result<()> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
+    let st = plastic::params::parse_safetensors(&bytes, path)?;
     let params = tensors_read::<F>(&st, "", &model.param_infos(), path)?;
     let buffers = tensors_read::<F>(&st, "", &model.buffer_infos(), path)?;
     model.params_mut().copy_from_slice(&params);
@@ -712,8 +697,8 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let corrupt =
             |m: String| Error::format(&path, format!("corrupt or truncated checkpoint: {m}"));
-        let st =
-            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let st = plastic::params::parse_safetensors(&bytes, &path)
+            .map_err(|e| corrupt(e.to_string()))?;
         let (_, header) =
             safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();

@@ -399,3 +399,31 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+#[test]
+fn run_files_are_checksummed_reproducible_and_checked_on_load() {
+    let config = small_config();
+    let (a, b) = (tempdir("sum-a"), tempdir("sum-b"));
+    train(&a, new_run(&config), &mut Silent).unwrap();
+    train(&b, new_run(&config), &mut Silent).unwrap();
+    let best = std::fs::read(a.join(files::BEST)).unwrap();
+    assert_eq!(
+        best,
+        std::fs::read(b.join(files::BEST)).unwrap(),
+        "identical runs write identical best.safetensors"
+    );
+    assert!(String::from_utf8_lossy(&best[..best.len().min(4096)]).contains("crc32:"));
+    // one flipped bit in the tensor data (the last byte) is caught by the checksum
+    let mut damaged = best.clone();
+    *damaged.last_mut().unwrap() ^= 1;
+    let path = a.join("damaged.safetensors");
+    std::fs::write(&path, &damaged).unwrap();
+    let mut model = ColourLearner::new(&config).unwrap();
+    let e = run::load_best(&mut model, &path).unwrap_err().to_string();
+    assert!(e.contains("corrupt"), "{e}");
+    // the undamaged file loads
+    run::load_best(&mut model, &a.join(files::BEST)).unwrap();
+    for d in [&a, &b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

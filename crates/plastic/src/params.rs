@@ -388,22 +388,43 @@ pub fn safetensors_bytes<F: Float>(
     buffers: &[(&str, &[F])],
     metadata: BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let dtype = if F::NAME == "f32" { "F32" } else { "F64" };
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut named: Vec<NamedSlice<'_, F>> = Vec::new();
     for (prefix, data) in buffers {
         for info in layout.infos() {
-            let mut b = Vec::new();
-            b.try_reserve_exact(info.len() * std::mem::size_of::<F>())
-                .map_err(|_| Error::Config(format!("out of memory serialising `{}`", info.name)))?;
-            for v in &data[info.range()] {
-                if F::NAME == "f32" {
-                    b.extend_from_slice(&(v.f64() as f32).to_le_bytes());
-                } else {
-                    b.extend_from_slice(&v.f64().to_le_bytes());
-                }
-            }
-            tensors.push((format!("{prefix}{}", info.name), info.shape.clone(), b));
+            named.push((
+                format!("{prefix}{}", info.name),
+                info.shape.clone(),
+                &data[info.range()],
+            ));
         }
+    }
+    named_safetensors_bytes(&named, metadata)
+}
+
+/// A named tensor to serialise: its name, its shape and its values.
+pub type NamedSlice<'a, F> = (String, Vec<usize>, &'a [F]);
+
+/// Serialises named tensors as safetensors bytes, as [`safetensors_bytes`] does (the
+/// buffer's own float type, sorted header, a checksum under [`CHECKSUM_KEY`]), for callers
+/// whose tensors are not described by a [`Layout`] (e.g. the image model's CNN).
+pub fn named_safetensors_bytes<F: Float>(
+    named: &[NamedSlice<'_, F>],
+    metadata: BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let dtype = if F::NAME == "f32" { "F32" } else { "F64" };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, shape, values) in named {
+        let mut b = Vec::new();
+        b.try_reserve_exact(values.len() * std::mem::size_of::<F>())
+            .map_err(|_| Error::Config(format!("out of memory serialising `{name}`")))?;
+        for v in values.iter() {
+            if F::NAME == "f32" {
+                b.extend_from_slice(&(v.f64() as f32).to_le_bytes());
+            } else {
+                b.extend_from_slice(&v.f64().to_le_bytes());
+            }
+        }
+        tensors.push((name.clone(), shape.clone(), b));
     }
     let mut meta = metadata;
     meta.remove(CHECKSUM_KEY);
