@@ -549,7 +549,7 @@ fn tensors_bytes<F: Float>(
             ));
         }
     }
-    Ok(plastic::params::named_safetensors_bytes(&named, metadata)?)
+    plastic::params::named_safetensors_bytes(&named, metadata)
 }
 
 /// Reads the named buffer `prefix` + every name of `infos` from safetensors, as `F`.

@@ -415,7 +415,7 @@ pub fn named_safetensors_bytes<F: Float>(
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, shape, values) in named {
         let mut b = Vec::new();
-        b.try_reserve_exact(values.len() * std::mem::size_of::<F>())
+        b.try_reserve_exact(std::mem::size_of_val(*values))
             .map_err(|_| Error::Config(format!("out of memory serialising `{name}`")))?;
         for v in values.iter() {
             if F::NAME == "f32" {
