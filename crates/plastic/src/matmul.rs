@@ -202,6 +202,146 @@ fn tiles<F: Float, const MR: usize, const NR: usize>(
     }
 }
 
+/// `C += A·B` on one thread, in the fixed order of the module documentation: every element
+/// is its value in `C` plus its `k` products added strictly in order, each product rounded
+/// and then added. `A` is `m × k` with rows `lda` apart, `B` is `k × n` row-major
+/// (contiguous), `C` is `m × n` with rows `ldc` apart. The tiling (register tiles of 8 or 4
+/// rows, partial tiles at the edges) decides only which elements are computed when, so the
+/// result is the same for any `m`, any split of the rows between calls and any instruction
+/// set: the batched non-plastic engine relies on this to give each episode's rows the same
+/// bits whatever chunk of the batch they are computed in.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_nn<F: Float>(
+    c: &mut [F],
+    ldc: usize,
+    a: &[F],
+    lda: usize,
+    b: &[F],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        c.len() >= (m - 1) * ldc + n && ldc >= n,
+        "C must be m × n with rows ldc apart"
+    );
+    assert!(
+        k == 0 || (a.len() >= (m - 1) * lda + k && lda >= k),
+        "A must be m × k with rows lda apart"
+    );
+    assert!(b.len() >= k * n, "B must be k × n");
+    if k == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn wide<F: Float>(
+            c: &mut [F],
+            ldc: usize,
+            a: &[F],
+            lda: usize,
+            b: &[F],
+            m: usize,
+            n: usize,
+            k: usize,
+        ) {
+            nn_tiles::<F, 8, 32>(c, ldc, a, lda, b, m, n, k)
+        }
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn mid<F: Float>(
+            c: &mut [F],
+            ldc: usize,
+            a: &[F],
+            lda: usize,
+            b: &[F],
+            m: usize,
+            n: usize,
+            k: usize,
+        ) {
+            nn_tiles::<F, 4, 16>(c, ldc, a, lda, b, m, n, k)
+        }
+        match simd() {
+            // SAFETY: simd() only reports features the CPU has.
+            Simd::Avx512 => return unsafe { wide(c, ldc, a, lda, b, m, n, k) },
+            Simd::Avx2 => return unsafe { mid(c, ldc, a, lda, b, m, n, k) },
+            Simd::Baseline => {}
+        }
+    }
+    nn_tiles::<F, 4, 8>(c, ldc, a, lda, b, m, n, k)
+}
+
+/// The tiles of [`gemm_nn`]: columns in panels of `NR` (the panel of `B` stays in L1 while
+/// every row tile uses it), rows in tiles of `MR`; partial tiles at the edges keep the
+/// same per-element order.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn nn_tiles<F: Float, const MR: usize, const NR: usize>(
+    c: &mut [F],
+    ldc: usize,
+    a: &[F],
+    lda: usize,
+    b: &[F],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    let mut j0 = 0;
+    while j0 < n {
+        let nr = NR.min(n - j0);
+        let mut i0 = 0;
+        while i0 < m {
+            let mr = MR.min(m - i0);
+            if mr == MR && nr == NR {
+                let mut acc = [[F::zero(); NR]; MR];
+                for (r, row) in acc.iter_mut().enumerate() {
+                    row.copy_from_slice(&c[(i0 + r) * ldc + j0..(i0 + r) * ldc + j0 + NR]);
+                }
+                for kk in 0..k {
+                    let bv: &[F; NR] = b[kk * n + j0..kk * n + j0 + NR].try_into().unwrap();
+                    let mut av = [F::zero(); MR];
+                    for (r, v) in av.iter_mut().enumerate() {
+                        *v = a[(i0 + r) * lda + kk];
+                    }
+                    for r in 0..MR {
+                        for cc in 0..NR {
+                            acc[r][cc] += av[r] * bv[cc];
+                        }
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    c[(i0 + r) * ldc + j0..(i0 + r) * ldc + j0 + NR].copy_from_slice(row);
+                }
+            } else {
+                // an edge tile: the same order, with independent running sums per element
+                let mut acc = [[F::zero(); NR]; MR];
+                for (r, row) in acc.iter_mut().enumerate().take(mr) {
+                    row[..nr].copy_from_slice(&c[(i0 + r) * ldc + j0..(i0 + r) * ldc + j0 + nr]);
+                }
+                for kk in 0..k {
+                    let bv = &b[kk * n + j0..kk * n + j0 + nr];
+                    for (r, row) in acc.iter_mut().enumerate().take(mr) {
+                        let av = a[(i0 + r) * lda + kk];
+                        for (s, &bb) in row[..nr].iter_mut().zip(bv) {
+                            *s += av * bb;
+                        }
+                    }
+                }
+                for (r, row) in acc.iter().enumerate().take(mr) {
+                    c[(i0 + r) * ldc + j0..(i0 + r) * ldc + j0 + nr].copy_from_slice(&row[..nr]);
+                }
+            }
+            i0 += mr;
+        }
+        j0 += nr;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +377,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gemm_nn_matches_a_plain_loop_bit_for_bit() {
+        use crate::kernels::{set_simd, Simd};
+        for level in [Simd::Baseline, Simd::Avx2, Simd::Avx512] {
+            set_simd(level);
+            for &(m, n, k, lda, ldc) in &[
+                (1, 1, 1, 1, 1),
+                (3, 5, 7, 9, 6),
+                (8, 32, 100, 100, 32),
+                (17, 70, 33, 40, 75),
+                (16, 192, 192, 3840, 192),
+            ] {
+                let (a, b) = (data((m - 1) * lda + k, 3), data(k * n, 4));
+                let init = data((m - 1) * ldc + n, 5);
+                let mut c = init.clone();
+                gemm_nn(&mut c, ldc, &a, lda, &b, m, n, k);
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut s = init[i * ldc + j];
+                        for kk in 0..k {
+                            s += a[i * lda + kk] * b[kk * n + j];
+                        }
+                        assert_eq!(
+                            c[i * ldc + j].to_bits(),
+                            s.to_bits(),
+                            "({m},{n},{k}) ({i},{j})"
+                        );
+                    }
+                }
+                // any split of the rows gives the same bits
+                let mut parts = init.clone();
+                let cut = m / 3;
+                gemm_nn(&mut parts, ldc, &a, lda, &b, cut, n, k);
+                gemm_nn(
+                    &mut parts[cut * ldc..],
+                    ldc,
+                    &a[cut * lda..],
+                    lda,
+                    &b,
+                    m - cut,
+                    n,
+                    k,
+                );
+                assert_eq!(parts, c);
+            }
+        }
+        set_simd(Simd::Avx512);
     }
 }

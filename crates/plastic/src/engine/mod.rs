@@ -21,6 +21,11 @@
 //! episode chunks that depends only on the batch size, and chunk results are summed in
 //! chunk order, so results do not depend on thread count.
 //!
+//! Networks without plastic weights (`plasticity = none`) take another route: nothing is
+//! per-episode there, so `batched` runs each time step as matrix products over the whole
+//! batch (same results to rounding, several times faster; [`Engine::per_episode`] keeps the
+//! per-episode route reachable for comparison).
+//!
 //! The parts: `record` (the typed per-step record), `forward` (the step, the rates, the
 //! plastic update), `backward` (the sweep back through steps and updates). The
 //! plasticity rule enters only through [`crate::plasticity`]'s signals.
@@ -33,6 +38,7 @@
 //! tests. Nothing in `Network` would change.
 
 mod backward;
+mod batched;
 mod forward;
 mod record;
 
@@ -129,6 +135,8 @@ pub struct Engine<F: Float> {
     pool: Mutex<Vec<Workspace<F>>>,
     /// Reusable large buffers (pair records, per-chunk gradients).
     buffers: Mutex<Vec<Vec<F>>>,
+    /// Whether networks without plastic weights take the batched path (`batched.rs`).
+    batched: bool,
 }
 
 impl<F: Float> Default for Engine<F> {
@@ -223,7 +231,23 @@ impl<F: Float> Engine<F> {
         Engine {
             pool: Mutex::new(Vec::new()),
             buffers: Mutex::new(Vec::new()),
+            batched: true,
         }
+    }
+
+    /// An engine that runs every network episode by episode, the non-plastic ones too,
+    /// instead of as per-step GEMMs over the batch: the path plastic networks take. For
+    /// comparisons (tests, benchmarks); it gives the same results to rounding, slower.
+    pub fn per_episode() -> Self {
+        Engine {
+            batched: false,
+            ..Self::new()
+        }
+    }
+
+    /// Whether `net` takes the batched path: no plastic weights, and not [`Self::per_episode`].
+    fn takes_batched(&self, net: &Network<F>) -> bool {
+        self.batched && !net.config().is_plastic()
     }
 
     /// The process-wide engine for `F` that the `Network` shorthands use.
@@ -284,6 +308,9 @@ impl<F: Float> Engine<F> {
     /// Forward pass only, with per-step diagnostics; no gradient bookkeeping.
     pub fn forward(&self, net: &Network<F>, ep: &Episodes<F>, loss: Loss) -> Result<Forward<F>> {
         check_episodes(net, ep)?;
+        if self.takes_batched(net) {
+            return Ok(self.forward_batched(net, ep, loss));
+        }
         let pass = Pass::new(net);
         let (bsz, t_len, o) = (ep.batch, ep.steps, pass.dims.o);
         let chunk = chunk_size(bsz);
@@ -408,6 +435,9 @@ impl<F: Float> Engine<F> {
         request: GradRequest,
     ) -> Result<Gradient<F>> {
         check_episodes(net, ep)?;
+        if self.takes_batched(net) {
+            return Ok(self.backward_batched(net, ep, seed, request));
+        }
         let pass = Pass::new(net);
         let (bsz, t_len) = (ep.batch, ep.steps);
         let second = pass.dims.second_order;
