@@ -185,15 +185,23 @@ fn tiles<F: Float, const MR: usize, const NR: usize>(
                     d[(i0 + r) * n + j0..(i0 + r) * n + j0 + NR].copy_from_slice(row);
                 }
             } else {
-                // an edge tile: the same order, one element at a time
-                for r in 0..mr {
-                    for c in 0..nr {
-                        let mut s = d[(i0 + r) * n + j0 + c];
-                        for kk in k0..k1 {
-                            s += a[kk * m + r0 + i0 + r] * b[kk * n + j0 + c];
+                // an edge tile: the same order for every element, with the tile's running
+                // sums side by side (independent additions, not one chain at a time)
+                let mut acc = [[F::zero(); NR]; MR];
+                for (r, row) in acc.iter_mut().enumerate().take(mr) {
+                    row[..nr].copy_from_slice(&d[(i0 + r) * n + j0..(i0 + r) * n + j0 + nr]);
+                }
+                for kk in k0..k1 {
+                    let bv = &b[kk * n + j0..kk * n + j0 + nr];
+                    let av = &a[kk * m + r0 + i0..kk * m + r0 + i0 + mr];
+                    for (row, &x) in acc.iter_mut().zip(av) {
+                        for (s, &y) in row[..nr].iter_mut().zip(bv) {
+                            *s += x * y;
                         }
-                        d[(i0 + r) * n + j0 + c] = s;
                     }
+                }
+                for (r, row) in acc.iter().enumerate().take(mr) {
+                    d[(i0 + r) * n + j0..(i0 + r) * n + j0 + nr].copy_from_slice(&row[..nr]);
                 }
             }
             j0 += nr;
@@ -250,7 +258,7 @@ pub fn gemm_nn<F: Float>(
             n: usize,
             k: usize,
         ) {
-            nn_tiles::<F, 8, 32>(c, ldc, a, lda, b, m, n, k)
+            nn_tiles::<F, 4, 32>(c, ldc, a, lda, b, m, n, k)
         }
         #[target_feature(enable = "avx2")]
         #[allow(clippy::too_many_arguments)]

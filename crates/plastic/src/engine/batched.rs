@@ -28,6 +28,7 @@ use super::{Engine, Forward, GradRequest, Gradient, Seed};
 use crate::cell;
 use crate::episode::{step_loss, Episodes, Loss};
 use crate::float::Float;
+use crate::kernels;
 use crate::layernorm;
 use crate::matmul::{gemm_at_b, gemm_nn};
 use crate::network::Network;
@@ -204,8 +205,9 @@ impl<F: Float> Batch<'_, F> {
         (r * self.d.t + t) * len
     }
 
-    /// Runs the chunk's rows forward through all steps, filling their records.
-    fn forward(&self, ch: &mut ChunkRecords<'_, F>, s: &mut Scratch<F>) {
+    /// Runs the chunk's rows forward through all steps, filling their records. `w_out_t` is
+    /// `W_outᵀ`.
+    fn forward(&self, ch: &mut ChunkRecords<'_, F>, s: &mut Scratch<F>, w_out_t: &[F]) {
         let net = self.net;
         let d = self.d;
         let (rows, tl) = (ch.rows, d.t);
@@ -308,21 +310,15 @@ impl<F: Float> Batch<'_, F> {
                     ch.hprev[on..on + d.h].copy_from_slice(&ch.hn[oh..oh + d.h]);
                 }
             }
-            // y = b_out + hn·W_out
+            // y = b_out + hn·W_out, as D dot products (D is narrower than a vector)
+            let b_out = net.b(LayerId::Out);
             for r in 0..rows {
-                let o = self.at(r, t, d.d);
-                ch.y[o..o + d.d].copy_from_slice(net.b(LayerId::Out));
+                let (o, oh) = (self.at(r, t, d.d), self.at(r, t, d.h));
+                let hn = &ch.hn[oh..oh + d.h];
+                for (j, y) in ch.y[o..o + d.d].iter_mut().enumerate() {
+                    *y = b_out[j] + kernels::dot(hn, &w_out_t[j * d.h..(j + 1) * d.h]);
+                }
             }
-            gemm_nn(
-                &mut ch.y[t * d.d..],
-                tl * d.d,
-                &ch.hn[t * d.h..],
-                tl * d.h,
-                net.w(LayerId::Out),
-                rows,
-                d.d,
-                d.h,
-            );
         }
     }
 
@@ -576,7 +572,9 @@ impl<F: Float> Engine<F> {
         let d = Dims::new(net, ep);
         let pass = Batch { net, ep, d };
         let mut rec = self.batched_records(&d, false);
-        self.for_chunks(&d, &mut rec, &mut [], |ch, s| pass.forward(ch, s));
+        let l = net.layout().layer(LayerId::Out);
+        let w_out_t = transpose(net.w(LayerId::Out), l.rows, l.cols);
+        self.for_chunks(&d, &mut rec, &mut [], |ch, s| pass.forward(ch, s, &w_out_t));
         let (bsz, tl, o) = (d.b, d.t, d.o);
         let cfg = net.config();
         let two = F::one() + F::one();
@@ -652,7 +650,7 @@ impl<F: Float> Engine<F> {
         let mut rec = self.batched_records(&d, true);
         let mut input_grads = vec![F::zero(); if request.inputs { d.b * d.t * d.i } else { 0 }];
         self.for_chunks(&d, &mut rec, &mut input_grads, |ch, s| {
-            pass.forward(ch, s);
+            pass.forward(ch, s, &wt.w_out);
             pass.backward(ch, s, seed, &wt, request.inputs);
         });
         let mut grads = vec![F::zero(); lay.len()];
@@ -670,14 +668,16 @@ impl<F: Float> Engine<F> {
             if l.w_len() == 0 {
                 continue;
             }
-            gemm_at_b(
-                &mut grads[l.w..l.w + l.w_len()],
-                pre,
-                da,
-                l.rows,
-                l.cols,
-                bt,
-            );
+            let dw = &mut grads[l.w..l.w + l.w_len()];
+            if l.cols < 16 {
+                // a narrow layer (the output layer): dWᵀ = daᵀ·pre has full-width tiles;
+                // the same products summed in the same order, so the same bits
+                let mut dwt = vec![F::zero(); l.w_len()];
+                gemm_at_b(&mut dwt, da, pre, l.cols, l.rows, bt);
+                dw.copy_from_slice(&transpose(&dwt, l.cols, l.rows));
+            } else {
+                gemm_at_b(dw, pre, da, l.rows, l.cols, bt);
+            }
             // the bias: Σ da over episodes and steps, in that order
             column_sums(&mut grads[l.b..l.b + l.cols], da, l.cols);
         }
