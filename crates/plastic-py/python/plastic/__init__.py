@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import operator
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
@@ -72,6 +73,17 @@ def _merge(config: Optional[Mapping[str, Any]], keys: Mapping[str, Any]) -> Dict
     merged = dict(config or {})
     merged.update(keys)
     return merged
+
+
+def _count(name: str, value: Any) -> int:
+    """A whole number >= 0, else a ValueError naming the argument."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}") from None
+    if v < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {v}")
+    return v
 
 
 def threads() -> int:
@@ -203,7 +215,7 @@ class Network:
         - ``inner_loss`` (T): the network's inner loss at each step (a batch mean);
         - ``loss``: the episode loss (a float), or None without targets.
         """
-        return self._native.forward(inputs, targets, int(test_begin), loss)
+        return self._native.forward(inputs, targets, _count("test_begin", test_begin), loss)
 
     def loss_and_grad(
         self,
@@ -220,7 +232,7 @@ class Network:
         d parameter (the parameter's shape); ``d_inputs`` (B, T, I) is d loss / d inputs
         when ``input_grad`` is true, else None.
         """
-        return self._native.loss_and_grad(inputs, targets, int(test_begin), loss, bool(input_grad))
+        return self._native.loss_and_grad(inputs, targets, _count("test_begin", test_begin), loss, bool(input_grad))
 
     def vjp(
         self, inputs: np.ndarray, d_outputs: np.ndarray, input_grad: bool = True
@@ -273,7 +285,8 @@ def episodes(
     batch of the fixed test set. Returns ``{"inputs": (B, T, I), "targets": (B, T, O),
     "test_begin": int, "loss": "mse" | "cross_entropy"}``.
     """
-    return _native.episodes(_merge(config, keys), split, int(index), batch)
+    return _native.episodes(_merge(config, keys), split, _count("index", index),
+                            None if batch is None else _count("batch", batch))
 
 
 def _progress_printer(event: Dict[str, Any]) -> None:
