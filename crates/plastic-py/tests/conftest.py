@@ -7,6 +7,15 @@ import pathlib
 import numpy as np
 import pytest
 
+try:
+    import torch
+except ImportError:  # the torch tests skip themselves
+    torch = None
+else:
+    # The tests' tensors are tiny: torch's OpenMP threads would only spin against the
+    # engine's threads (on a busy 2-core machine a step took 100x longer with 2 of them).
+    torch.set_num_threads(1)
+
 REPO = pathlib.Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "crates" / "plastic" / "tests" / "fixtures" / "reference"
 
