@@ -3,15 +3,21 @@ through plastic.torch: the same step as `plastic bench --only cue-rnn-gradient-h
 (draw the batch of step s, loss and gradient, clip the gradient norm at 5, AdamW with
 amsgrad), after 2 warm-up steps, median over the timed steps.
 
-    python crates/plastic-py/benches/torch_step.py [--steps 15]
+    python crates/plastic-py/benches/torch_step.py [--steps 10] [--rounds 3]
+        [--cli target/release/plastic]
 
 Prints the median ms/step of two routes: `fused` (PlasticRNN.loss: loss and gradients in
 one engine pass) and `forward+vjp` (PlasticRNN.forward, a torch MSE, backward through the
-engine's vector-Jacobian product, which runs the forward pass once more).
+engine's vector-Jacobian product, which runs the forward pass once more). With `--cli`,
+each round also runs the same step in `plastic bench`'s own process (its hidden `--child`
+mode), so that both are measured in the same window of a machine whose speed drifts.
+Torch runs on `--torch-threads` threads (default 1: it only does the optimiser here, and
+its OpenMP threads spinning between operations take the cores from the engine's threads).
 """
 
 import argparse
 import statistics
+import subprocess
 import time
 
 import torch
@@ -45,14 +51,33 @@ def run(route: str, steps: int) -> list:
     return times
 
 
+def run_cli(cli: str, steps: int) -> list:
+    out = subprocess.run(
+        [cli, "bench", "--child", "--task", "cue-reward", "--set", "rnn=rnn",
+         "--set", "plasticity=gradient", "--set", "hidden_size=128", "--steps", str(steps)],
+        check=True, capture_output=True, text=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("times_ms="))
+    return [float(v) for v in line.split("=", 1)[1].split(",")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--routes", default="fused,forward+vjp")
+    ap.add_argument("--cli", help="the plastic binary, to time `plastic bench`'s step too")
+    ap.add_argument("--torch-threads", type=int, default=1)
     args = ap.parse_args()
+    torch.set_num_threads(args.torch_threads)
     print(f"engine threads {plastic.threads()}, torch threads {torch.get_num_threads()}")
-    for route in args.routes.split(","):
-        t = run(route, args.steps)
+    routes = (["plastic bench"] if args.cli else []) + args.routes.split(",")
+    times = {r: [] for r in routes}
+    for k in range(args.rounds):
+        for route in routes:
+            t = run_cli(args.cli, args.steps) if route == "plastic bench" else run(route, args.steps)
+            times[route] += t
+            print(f"round {k + 1}: {route} {statistics.median(t):.1f} ms/step", flush=True)
+    for route, t in times.items():
         print(f"{route}: median {statistics.median(t):.1f} ms/step "
               f"(min {min(t):.1f}, max {max(t):.1f}, {len(t)} steps)", flush=True)
 
