@@ -127,3 +127,12 @@ def test_a_damaged_best_file_is_refused(tmp_path):
         plastic.Network.load(tmp_path / "run")
     assert "corrupt" in str(e.value)
     assert os.path.exists(path)
+
+
+def test_progress_with_pandas_is_a_dataframe(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    plastic.train(out=tmp_path / "run", **SMALL)
+    run = plastic.load_run(tmp_path / "run")
+    assert isinstance(run.progress, pandas.DataFrame)
+    assert list(run.progress.columns) == ["step", "train_loss", "val_loss", "lr", "elapsed_s"]
+    assert list(run.progress["step"]) == [0, 4, 8, 12]
