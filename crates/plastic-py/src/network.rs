@@ -71,28 +71,32 @@ fn check_network_size(c: &NetworkConfig, bytes_per_value: f64) -> PyResult<()> {
     check_bytes(bytes, "this network's parameters")
 }
 
-/// Refuses `bytes` when the machine does not have them available (or they cannot be
-/// reserved at all), with the estimate in the message.
-fn check_bytes(bytes: f64, what: &str) -> PyResult<()> {
+/// Refuses `bytes` when the machine does not have them available (unless the memory check
+/// is turned off, as for runs) or when they cannot be reserved at all (always: the
+/// allocation would abort the process), with the estimate in the message.
+pub fn check_bytes(bytes: f64, what: &str) -> PyResult<()> {
     let gib = bytes / f64::from(1u32 << 30);
     let available = plastic::run::memory::available();
-    let too_much = match available {
-        Some(a) => bytes > a,
-        None => false,
-    } || !bytes.is_finite()
-        || bytes >= (isize::MAX as f64) / 2.0
-        || {
-            let mut probe: Vec<u8> = Vec::new();
-            probe.try_reserve_exact(bytes as usize).is_err()
-        };
-    if too_much && !plastic::run::memory::check_skipped() {
+    let impossible = !bytes.is_finite() || bytes >= (isize::MAX as f64) / 2.0 || {
+        let mut probe: Vec<u8> = Vec::new();
+        probe.try_reserve_exact(bytes as usize).is_err()
+    };
+    let too_much = available.is_some_and(|a| bytes > a) && !plastic::run::memory::check_skipped();
+    if impossible || too_much {
         return Err(PyMemoryError::new_err(format!(
             "{what} need an estimated {gib:.2} GiB, more than this machine has available{}; \
-             reduce the sizes (set {}=1 to try anyway)",
+             reduce the sizes{}",
             available
                 .map(|a| format!(" ({:.2} GiB)", a / f64::from(1u32 << 30)))
                 .unwrap_or_default(),
-            plastic::run::memory::SKIP_ENV
+            if impossible {
+                String::new()
+            } else {
+                format!(
+                    " (or set {}=1 to try anyway)",
+                    plastic::run::memory::SKIP_ENV
+                )
+            }
         )));
     }
     Ok(())

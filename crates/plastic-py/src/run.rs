@@ -237,6 +237,10 @@ pub fn episodes<'py>(
                 )))
             }
         };
+        let values = (batch as f64) * (c.task.steps() as f64);
+        let io = (c.task.input_size() + c.task.output_size()) as f64;
+        // generated in f64, then converted: 16 bytes per value at the peak
+        crate::network::check_bytes(values * io * 16.0, &format!("{batch} episodes"))?;
         let d = PyDict::new(py);
         let shape = |n: usize| [batch, c.task.steps(), n];
         match c.train.dtype {

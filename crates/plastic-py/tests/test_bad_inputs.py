@@ -63,6 +63,10 @@ def test_too_large_is_a_memory_error_not_an_abort():
     net = plastic.Network(hidden_size=64, input_size=1)
     with pytest.raises(MemoryError):
         net.forward(np.zeros((1, 10 ** 8, 1), np.float32)[:, :, :])
+    with pytest.raises(MemoryError):
+        plastic.episodes(task="cue-reward", batch=10 ** 13)
+    with pytest.raises(MemoryError):
+        plastic.episodes(task="seq-reproduction", delay=10 ** 12, batch=2)
 
 
 def test_array_checks_say_what_was_expected(net):
