@@ -116,6 +116,20 @@ pub fn train(req: TrainRequest) -> Result<()> {
     Ok(())
 }
 
+/// Trains (or resumes, or reads the result of) the prepared run folder of an image sweep:
+/// with a progress bar when it is the only run at a time, silently otherwise.
+pub fn train_sweep_run(dir: &Path, label: &str, alone: bool) -> Result<fsc_run::FscSummary> {
+    if alone {
+        train_dir(dir, Start::Resume, label)
+    } else {
+        Ok(fsc_run::train_fsc(
+            dir,
+            Start::Resume,
+            &mut fsc_run::Silent,
+        )?)
+    }
+}
+
 fn train_dir(dir: &Path, start: Start, label: &str) -> Result<fsc_run::FscSummary> {
     let mut obs = Progress(progress::Progress::new(label));
     let summary = fsc_run::train_fsc(dir, start, &mut obs)?;
@@ -281,6 +295,105 @@ fn figure(rows: &[FscLogRow], summary: &fsc_run::FscSummary, png: &Path, svg: &P
         png,
         svg,
     )
+}
+
+/// `plastic analyze fsc`: the test accuracy of the finished runs of an image sweep, mean ±
+/// 95% interval over seeds (1.96 × standard error, as the reference's analysis) per
+/// configuration (data set × rule × cell), with the raw-pixel 1-NN baseline on the same
+/// test episodes; printed and written as `table.md` and `table.csv` into `figdir`.
+pub fn analyze(
+    sweep: &plastic_vision::sweep::FscSweep,
+    root: &Path,
+    figdir: &Path,
+    note: Option<&str>,
+) -> Result<()> {
+    use std::collections::BTreeMap;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| {
+            format!(
+                "reading {} (run `plastic sweep {}` first)",
+                root.display(),
+                sweep.name
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(files::CONFIG).exists())
+        .collect();
+    entries.sort();
+    // per configuration (the factors' values in the sweep's order): test and 1-NN accuracy
+    let mut groups: BTreeMap<Vec<String>, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut unfinished = 0;
+    for dir in &entries {
+        let config = fsc_run::read_config(dir)?;
+        let table: toml::Table = toml::from_str(&config.to_toml())?;
+        let key: Vec<String> = sweep
+            .factors
+            .iter()
+            .map(|(k, _)| match table.get(*k) {
+                Some(toml::Value::String(v)) => v.clone(),
+                Some(v) => v.to_string(),
+                None => "?".into(),
+            })
+            .collect();
+        if !plastic_vision::sweep::is_finished(dir) {
+            unfinished += 1;
+            continue;
+        }
+        let s = fsc_run::read_summary(dir)?;
+        let g = groups.entry(key).or_default();
+        g.0.push(s.test_acc);
+        g.1.push(s.nn_baseline_acc);
+    }
+    if groups.is_empty() {
+        bail!(
+            "no finished run of {} in {} ({unfinished} unfinished); run `plastic sweep {}` first",
+            sweep.name,
+            root.display(),
+            sweep.name
+        );
+    }
+    let names: Vec<&str> = sweep.factors.iter().map(|f| f.0).collect();
+    let mut md = format!(
+        "# {}: one-shot test accuracy (%)\n\nMean ± 95% interval (1.96 × standard error) over \
+         seeds of each run's test accuracy (first query of each test episode); raw-pixel 1-NN \
+         on the same episodes. {} finished runs, {unfinished} unfinished.\n",
+        sweep.name,
+        groups.values().map(|g| g.0.len()).sum::<usize>()
+    );
+    if let Some(n) = note {
+        md += &format!("\n{n}\n");
+    }
+    md += &format!(
+        "\n| {} | seeds | test accuracy | 1-NN baseline |\n|{}",
+        names.join(" | "),
+        " --- |".repeat(names.len() + 3)
+    );
+    md.push('\n');
+    let mut csv = format!(
+        "{},seeds,test_acc_mean,test_acc_ci95,nn_acc_mean\n",
+        names.join(",")
+    );
+    for (key, (acc, nn)) in &groups {
+        let (m, ci) = crate::analyze::mean_ci(acc);
+        let (nn_m, _) = crate::analyze::mean_ci(nn);
+        let ci_text = if ci.is_nan() {
+            "(one seed)".to_string()
+        } else {
+            format!("± {ci:.2}")
+        };
+        md += &format!(
+            "| {} | {} | {m:.2} {ci_text} | {nn_m:.2} |\n",
+            key.join(" | "),
+            acc.len()
+        );
+        csv += &format!("{},{},{m},{ci},{nn_m}\n", key.join(","), acc.len());
+    }
+    std::fs::create_dir_all(figdir).with_context(|| format!("creating {}", figdir.display()))?;
+    plastic::io::write_atomic(&figdir.join("table.md"), md.as_bytes())?;
+    plastic::io::write_atomic(&figdir.join("table.csv"), csv.as_bytes())?;
+    println!("{md}");
+    println!("wrote table.md and table.csv to {}", figdir.display());
+    Ok(())
 }
 
 /// One fsc benchmark configuration: ProtoNet conv4, RNN with the gradient rule, H 512,
