@@ -44,7 +44,7 @@ fn s(p: &Path) -> &str {
 
 /// The fsc sweep's CIFAR-FS RNN runs, one seed, on tiny procedural settings: 3 runs (one
 /// per rule) of 3 updates each.
-fn tiny<'a>(out: &'a str) -> Vec<&'a str> {
+fn tiny(out: &str) -> Vec<&str> {
     vec![
         "sweep",
         "fsc",

@@ -128,8 +128,10 @@ pub fn check_data<'a>(configs: impl IntoIterator<Item = &'a FscConfig>) -> Resul
         if !seen.insert((kind.key(), c.data_dir.clone())) {
             continue;
         }
-        if let Err(e) = kind.check_files(&c.data_dir) {
-            messages.push(e.to_string());
+        match kind.check_files(&c.data_dir) {
+            Ok(()) => {}
+            Err(Error::Config(m)) => messages.push(m),
+            Err(other) => return Err(other),
         }
     }
     if messages.is_empty() {
