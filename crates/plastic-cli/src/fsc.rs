@@ -399,7 +399,7 @@ pub fn analyze(
 /// The reference's own fsc training step, timed by `tools/reference-bench/fsc_step.py`
 /// (its `CNNtoRNN` from its experiment list, `FSC.roll`, backward, clip, AdamW with amsgrad)
 /// on torch 2.15 CPU with 2 threads, random images of the data set's shape, on the README's
-/// 2-core machine.
+/// 2-core machine ([`REFERENCE_NOTE`] says when and under what load).
 struct ReferenceStep {
     /// Median wall-clock seconds per step.
     wall_s: f64,
@@ -420,18 +420,19 @@ struct BenchCase {
 /// When and how the reference figures were taken (printed under the table).
 const REFERENCE_NOTE: &str = "reference: the authors' code (yuvenduan/PlasticRNNs eef3df0) \
      timed by tools/reference-bench/fsc_step.py on torch 2.15 CPU, 2 threads, on the README's \
-     2-core machine on 2026-11-28 between 21:43 and 22:45 UTC, alternating with this \
-     benchmark, while colleagues' builds shared the machine (load average 11-13): wall times \
-     are inflated by the load for both, CPU times are the steadier comparison; peak from \
-     /usr/bin/time -v";
+     2-core machine on 2026-11-28 between 21:43 and 22:21 UTC (median of 2 runs × 2 steps, \
+     each after a warm-up step), alternating with this benchmark, while colleagues' builds \
+     shared the machine (load average 12-18, each process got about 30% of the CPU): wall \
+     times are inflated by the load for both, CPU times are the steadier comparison; peak \
+     from /usr/bin/time -v";
 
 const BENCH_CASES: &[BenchCase] = &[
     BenchCase {
         name: "fsc-cifar_fs-conv4-rnn-gradient-h512",
         dataset: ImageSource::CifarFs,
         reference: ReferenceStep {
-            wall_s: 127.2,
-            cpu_s: 35.2,
+            wall_s: 105.2,
+            cpu_s: 34.2,
             peak_gb: 7.64,
         },
     },
@@ -440,7 +441,7 @@ const BENCH_CASES: &[BenchCase] = &[
         dataset: ImageSource::MiniImageNet,
         reference: ReferenceStep {
             wall_s: 150.4,
-            cpu_s: 44.2,
+            cpu_s: 43.9,
             peak_gb: 11.78,
         },
     },
