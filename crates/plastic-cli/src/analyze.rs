@@ -50,7 +50,8 @@ fn value_string(v: &toml::Value) -> String {
     }
 }
 
-fn mean_ci(v: &[f64]) -> (f64, f64) {
+/// Mean and 1.96 × standard error (sample standard deviation; NaN for one value).
+pub fn mean_ci(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
     if v.len() < 2 {
@@ -80,6 +81,11 @@ const ABLATIONS: [&str; 6] = [
 pub fn run(args: AnalyzeArgs) -> Result<()> {
     if let Some(eval) = sweep::find_eval(&args.name) {
         return analyze_eval(&args, eval);
+    }
+    if let Some(image) = plastic_vision::sweep::find(&args.name) {
+        let root = args.out.join(image.name);
+        let figdir = args.figures.unwrap_or_else(|| root.join("analysis"));
+        return crate::fsc::analyze(image, &root, &figdir, args.note.as_deref());
     }
     let sw = sweep::find(&args.name)?;
     let root = args.out.join(&args.name);

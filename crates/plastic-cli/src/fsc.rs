@@ -116,6 +116,20 @@ pub fn train(req: TrainRequest) -> Result<()> {
     Ok(())
 }
 
+/// Trains (or resumes, or reads the result of) the prepared run folder of an image sweep:
+/// with a progress bar when it is the only run at a time, silently otherwise.
+pub fn train_sweep_run(dir: &Path, label: &str, alone: bool) -> Result<fsc_run::FscSummary> {
+    if alone {
+        train_dir(dir, Start::Resume, label)
+    } else {
+        Ok(fsc_run::train_fsc(
+            dir,
+            Start::Resume,
+            &mut fsc_run::Silent,
+        )?)
+    }
+}
+
 fn train_dir(dir: &Path, start: Start, label: &str) -> Result<fsc_run::FscSummary> {
     let mut obs = Progress(progress::Progress::new(label));
     let summary = fsc_run::train_fsc(dir, start, &mut obs)?;
@@ -283,30 +297,212 @@ fn figure(rows: &[FscLogRow], summary: &fsc_run::FscSummary, png: &Path, svg: &P
     )
 }
 
+/// `plastic analyze fsc`: the test accuracy of the finished runs of an image sweep, mean ±
+/// 95% interval over seeds (1.96 × standard error, as the reference's analysis) per
+/// configuration (data set × rule × cell), with the raw-pixel 1-NN baseline on the same
+/// test episodes; printed and written as `table.md` and `table.csv` into `figdir`.
+pub fn analyze(
+    sweep: &plastic_vision::sweep::FscSweep,
+    root: &Path,
+    figdir: &Path,
+    note: Option<&str>,
+) -> Result<()> {
+    use std::collections::BTreeMap;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| {
+            format!(
+                "reading {} (run `plastic sweep {}` first)",
+                root.display(),
+                sweep.name
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(files::CONFIG).exists())
+        .collect();
+    entries.sort();
+    // per configuration (the factors' values in the sweep's order): test and 1-NN accuracy
+    let mut groups: BTreeMap<Vec<String>, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut unfinished = 0;
+    for dir in &entries {
+        let config = fsc_run::read_config(dir)?;
+        let table: toml::Table = toml::from_str(&config.to_toml())?;
+        let key: Vec<String> = sweep
+            .factors
+            .iter()
+            .map(|(k, _)| match table.get(*k) {
+                Some(toml::Value::String(v)) => v.clone(),
+                Some(v) => v.to_string(),
+                None => "?".into(),
+            })
+            .collect();
+        if !plastic_vision::sweep::is_finished(dir) {
+            unfinished += 1;
+            continue;
+        }
+        let s = fsc_run::read_summary(dir)?;
+        let g = groups.entry(key).or_default();
+        g.0.push(s.test_acc);
+        g.1.push(s.nn_baseline_acc);
+    }
+    if groups.is_empty() {
+        bail!(
+            "no finished run of {} in {} ({unfinished} unfinished); run `plastic sweep {}` first",
+            sweep.name,
+            root.display(),
+            sweep.name
+        );
+    }
+    let names: Vec<&str> = sweep.factors.iter().map(|f| f.0).collect();
+    let mut md = format!(
+        "# {}: one-shot test accuracy (%)\n\nMean ± 95% interval (1.96 × standard error) over \
+         seeds of each run's test accuracy (first query of each test episode); raw-pixel 1-NN \
+         on the same episodes. {} finished runs, {unfinished} unfinished.\n",
+        sweep.name,
+        groups.values().map(|g| g.0.len()).sum::<usize>()
+    );
+    if let Some(n) = note {
+        md += &format!("\n{n}\n");
+    }
+    md += &format!(
+        "\n| {} | seeds | test accuracy | 1-NN baseline |\n|{}",
+        names.join(" | "),
+        " --- |".repeat(names.len() + 3)
+    );
+    md.push('\n');
+    let mut csv = format!(
+        "{},seeds,test_acc_mean,test_acc_ci95,nn_acc_mean\n",
+        names.join(",")
+    );
+    for (key, (acc, nn)) in &groups {
+        let (m, ci) = crate::analyze::mean_ci(acc);
+        let (nn_m, _) = crate::analyze::mean_ci(nn);
+        let ci_text = if ci.is_nan() {
+            "(one seed)".to_string()
+        } else {
+            format!("± {ci:.2}")
+        };
+        md += &format!(
+            "| {} | {} | {m:.2} {ci_text} | {nn_m:.2} |\n",
+            key.join(" | "),
+            acc.len()
+        );
+        csv += &format!("{},{},{m},{ci},{nn_m}\n", key.join(","), acc.len());
+    }
+    std::fs::create_dir_all(figdir).with_context(|| format!("creating {}", figdir.display()))?;
+    plastic::io::write_atomic(&figdir.join("table.md"), md.as_bytes())?;
+    plastic::io::write_atomic(&figdir.join("table.csv"), csv.as_bytes())?;
+    println!("{md}");
+    println!("wrote table.md and table.csv to {}", figdir.display());
+    Ok(())
+}
+
+/// The reference's own fsc training step, timed by `tools/reference-bench/fsc_step.py`
+/// (its `CNNtoRNN` from its experiment list, `FSC.roll`, backward, clip, AdamW with amsgrad)
+/// on torch 2.15 CPU with 2 threads, random images of the data set's shape, on the README's
+/// 2-core machine ([`REFERENCE_NOTE`] says when and under what load).
+struct ReferenceStep {
+    /// Median wall-clock seconds per step.
+    wall_s: f64,
+    /// Median CPU seconds per step (all threads).
+    cpu_s: f64,
+    /// Peak resident memory of the process, GB (`/usr/bin/time -v`).
+    peak_gb: f64,
+}
+
 /// One fsc benchmark configuration: ProtoNet conv4, RNN with the gradient rule, H 512,
 /// batch 64 (the paper's `fsc` setting), at one data set's image size.
 struct BenchCase {
     name: &'static str,
     dataset: ImageSource,
-    /// The reference's step on torch CPU, 2 threads, seconds (docs/cnn-library.md).
-    reference_s: Option<f64>,
+    reference: ReferenceStep,
 }
+
+/// When and how the reference figures were taken (printed under the table).
+const REFERENCE_NOTE: &str = "reference: the authors' code (yuvenduan/PlasticRNNs eef3df0) \
+     timed by tools/reference-bench/fsc_step.py on torch 2.15 CPU, 2 threads, on the README's \
+     2-core machine on 2026-11-28 between 21:43 and 22:21 UTC (median of 2 runs × 2 steps, \
+     each after a warm-up step), alternating with this benchmark, while colleagues' builds \
+     shared the machine (load average 12-18, each process got about 30% of the CPU): wall \
+     times are inflated by the load for both, CPU times are the steadier comparison; peak \
+     from /usr/bin/time -v";
 
 const BENCH_CASES: &[BenchCase] = &[
     BenchCase {
         name: "fsc-cifar_fs-conv4-rnn-gradient-h512",
         dataset: ImageSource::CifarFs,
-        reference_s: None,
+        reference: ReferenceStep {
+            wall_s: 105.2,
+            cpu_s: 34.2,
+            peak_gb: 7.64,
+        },
     },
     BenchCase {
         name: "fsc-mini_imagenet-conv4-rnn-gradient-h512",
         dataset: ImageSource::MiniImageNet,
-        reference_s: None,
+        reference: ReferenceStep {
+            wall_s: 150.4,
+            cpu_s: 43.9,
+            peak_gb: 11.78,
+        },
     },
 ];
 
+/// What the fsc benchmark's processes measured for one configuration.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct FscFigures {
+    /// Wall-clock ms of every timed step.
+    times_ms: Vec<f64>,
+    /// CPU ms (all threads) of every timed step.
+    cpu_ms: Vec<f64>,
+    /// Peak resident memory, MB.
+    peak_mb: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// The table's header and one row: ours, the reference's recorded figures, and the ratios
+/// (speed-up in wall-clock and in CPU time, reference memory over ours).
+const BENCH_HEADER: &str = "| configuration | ms/step (median, min–max) | CPU s/step | peak \
+     memory | reference s/step (CPU s) | reference peak | speed-up wall (CPU) | memory ratio |\n\
+     | --- | --- | --- | --- | --- | --- | --- | --- |";
+
+fn bench_row(case: &BenchCase, f: &FscFigures) -> String {
+    let wall = median(&f.times_ms);
+    let cpu = median(&f.cpu_ms) / 1e3;
+    let (min, max) = f
+        .times_ms
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(a, b), &t| (a.min(t), b.max(t)));
+    let r = &case.reference;
+    let known = |v: f64, text: String| if v.is_finite() { text } else { "–".into() };
+    format!(
+        "| {} | {wall:.0} ({min:.0}–{max:.0}) | {cpu:.1} | {:.0} MB | {} | {} | {} | {} |",
+        case.name,
+        f.peak_mb,
+        known(r.wall_s, format!("{:.1} ({:.1})", r.wall_s, r.cpu_s)),
+        known(r.peak_gb, format!("{:.2} GB", r.peak_gb)),
+        known(
+            r.wall_s,
+            format!("{:.1}× ({:.1}×)", r.wall_s * 1e3 / wall, r.cpu_s / cpu)
+        ),
+        known(
+            r.peak_gb,
+            format!("{:.1}× less", r.peak_gb * 1e3 / f.peak_mb)
+        ),
+    )
+}
+
 /// `plastic bench --fsc`: times the fsc training step (forward, backward, clip, AdamW;
-/// batch 64, f32) at both image sizes, each in its own process for its peak memory.
+/// batch 64, f32) at both image sizes, each in its own process for its peak memory, beside
+/// the reference's recorded step.
 pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
     let cases: Vec<&BenchCase> = BENCH_CASES
         .iter()
@@ -322,39 +518,25 @@ pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
          (each after 2 warm-up steps); data generation not timed\n",
         rayon::current_num_threads()
     );
-    println!(
-        "| configuration | ms/step (median, min–max) | peak memory | reference s/step | speed-up |"
-    );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("{BENCH_HEADER}");
     for case in cases {
-        let mut times = Vec::new();
-        let mut peak: f64 = 0.0;
+        let mut all = FscFigures::default();
         for _ in 0..rounds {
-            let (t, p) = bench_process(case.dataset, steps)
+            let f = bench_process(case.dataset, steps)
                 .with_context(|| format!("benchmark {}", case.name))?;
-            times.extend(t);
-            peak = peak.max(p);
+            all.times_ms.extend(f.times_ms);
+            all.cpu_ms.extend(f.cpu_ms);
+            all.peak_mb = all.peak_mb.max(f.peak_mb);
         }
-        times.sort_by(|a, b| a.total_cmp(b));
-        let median = times[times.len() / 2];
-        println!(
-            "| {} | {:.0} ({:.0}–{:.0}) | {:.0} MB | {} | {} |",
-            case.name,
-            median,
-            times[0],
-            times[times.len() - 1],
-            peak,
-            case.reference_s.map_or("–".into(), |s| format!("{s}")),
-            case.reference_s
-                .map_or("–".into(), |s| format!("{:.1}×", s * 1e3 / median)),
-        );
+        println!("{}", bench_row(case, &all));
     }
+    println!("\n{REFERENCE_NOTE}");
     Ok(())
 }
 
 /// Runs `plastic bench --fsc-child DATASET` and reads its step times (ms) and peak memory
 /// (MB).
-fn bench_process(dataset: ImageSource, steps: usize) -> Result<(Vec<f64>, f64)> {
+fn bench_process(dataset: ImageSource, steps: usize) -> Result<FscFigures> {
     let exe = std::env::current_exe().context("locating the plastic binary")?;
     let mut cmd = Command::new(&exe);
     if let Some(n) = std::env::args().skip_while(|a| a != "--threads").nth(1) {
@@ -367,23 +549,29 @@ fn bench_process(dataset: ImageSource, steps: usize) -> Result<(Vec<f64>, f64)> 
         bail!("{}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut times = Vec::new();
-    let mut peak = f64::NAN;
+    let mut f = FscFigures {
+        peak_mb: f64::NAN,
+        ..Default::default()
+    };
+    let list = |v: &str| -> Result<Vec<f64>> {
+        v.split(',')
+            .map(|s| s.parse::<f64>())
+            .collect::<std::result::Result<_, _>>()
+            .context("parsing the benchmark's times")
+    };
     for line in text.lines() {
         if let Some(v) = line.strip_prefix("times_ms=") {
-            times = v
-                .split(',')
-                .map(|s| s.parse::<f64>())
-                .collect::<std::result::Result<_, _>>()
-                .context("parsing the benchmark's times")?;
+            f.times_ms = list(v)?;
+        } else if let Some(v) = line.strip_prefix("cpu_ms=") {
+            f.cpu_ms = list(v)?;
         } else if let Some(v) = line.strip_prefix("peak_mb=") {
-            peak = v.parse().context("parsing the benchmark's peak memory")?;
+            f.peak_mb = v.parse().context("parsing the benchmark's peak memory")?;
         }
     }
-    if times.is_empty() {
+    if f.times_ms.is_empty() {
         bail!("the benchmark process reported nothing:\n{text}");
     }
-    Ok((times, peak))
+    Ok(f)
 }
 
 /// In the benchmark's own process: times `steps` fsc training steps on random images of
@@ -412,21 +600,43 @@ pub fn bench_child(dataset: &str, steps: usize) -> Result<()> {
         },
         mask.clone(),
     );
-    let mut times = Vec::new();
+    let (mut times, mut cpu) = (Vec::new(), Vec::new());
     for step in 0..steps + 2 {
         let batch = sampler.batch::<f32>(0, step as u64, config.batch_size);
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_ms());
         let mut r = model.train_step(&batch)?;
         clip_grad_norm(&mut r.grads, &mask, config.grad_clip);
         opt.update(model.params_mut(), &r.grads);
         if step >= 2 {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
+            cpu.push(cpu_ms() - c0);
         }
     }
-    let list: Vec<String> = times.iter().map(|t| t.to_string()).collect();
-    println!("times_ms={}", list.join(","));
+    let join = |v: &[f64]| {
+        v.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    println!("times_ms={}", join(&times));
+    println!("cpu_ms={}", join(&cpu));
     println!("peak_mb={}", peak_rss_mb());
     Ok(())
+}
+
+/// CPU time of this process so far (all threads, user + system), ms, from
+/// `/proc/self/stat` (Linux's clock ticks of 10 ms); NaN where it cannot be read.
+fn cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // the fields after the command name, which is in parentheses
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks * 10.0)
+        })
+        .unwrap_or(f64::NAN)
 }
 
 /// Peak resident memory of this process (VmHWM), in MB.
@@ -439,4 +649,36 @@ fn peak_rss_mb() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb * 1024.0 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_row_relates_ours_to_the_reference() {
+        let case = &BENCH_CASES[0];
+        let f = FscFigures {
+            times_ms: vec![9000.0, 8000.0, 10000.0],
+            cpu_ms: vec![2500.0, 2000.0, 3000.0],
+            peak_mb: 500.0,
+        };
+        let row = bench_row(case, &f);
+        let r = &case.reference;
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells[0], case.name);
+        assert_eq!(cells[1], "9000 (8000–10000)");
+        assert_eq!(cells[2], "2.5");
+        assert_eq!(cells[3], "500 MB");
+        assert_eq!(
+            cells[6],
+            format!("{:.1}× ({:.1}×)", r.wall_s / 9.0, r.cpu_s / 2.5)
+        );
+        assert_eq!(cells[7], format!("{:.1}× less", r.peak_gb * 2.0));
+        assert_eq!(
+            BENCH_HEADER.lines().next().unwrap().matches('|').count(),
+            cells.len() + 1
+        );
+        assert!(cpu_ms().is_finite() || !cfg!(target_os = "linux"));
+    }
 }

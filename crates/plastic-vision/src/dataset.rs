@@ -90,6 +90,19 @@ impl DatasetKind {
         Path::new(self.folder()).join(name)
     }
 
+    /// Checks that the files of every phase exist under `data_dir` (without reading them);
+    /// the error names every expected file and where the data sets come from.
+    pub fn check_files(self, data_dir: &Path) -> Result<()> {
+        if Phase::ALL
+            .iter()
+            .all(|&p| data_dir.join(self.episode_file(p)).is_file())
+        {
+            Ok(())
+        } else {
+            Err(missing_files_error(self, data_dir))
+        }
+    }
+
     /// The name used in configurations (`cifar_fs`, `mini_imagenet`).
     pub fn key(self) -> &'static str {
         match self {
@@ -249,12 +262,7 @@ impl ImageDataset {
 
     /// Loads the data set of every phase, checking that all the files exist first.
     pub fn load_all(kind: DatasetKind, data_dir: &Path) -> Result<[ImageDataset; 3]> {
-        if Phase::ALL
-            .iter()
-            .any(|&p| !data_dir.join(kind.episode_file(p)).is_file())
-        {
-            return Err(missing_files_error(kind, data_dir));
-        }
+        kind.check_files(data_dir)?;
         Ok([
             ImageDataset::load(kind, data_dir, Phase::Train)?,
             ImageDataset::load(kind, data_dir, Phase::Val)?,

@@ -18,7 +18,8 @@
 //!
 //! Training (`docs/fsc.md` §6–§7):
 //! - [`config`]: [`FscConfig`], every knob of an `fsc` run, TOML and `key=value`;
-//! - [`run`]: the meta-training protocol in a run folder, resume, test.
+//! - [`run`]: the meta-training protocol in a run folder, resume, test;
+//! - [`sweep`]: the paper's image experiments (`fsc`) as sweeps of runs, with estimates.
 
 pub mod augment;
 pub mod baseline;
@@ -30,6 +31,7 @@ pub mod model;
 pub mod pickle;
 pub mod procedural;
 pub mod run;
+pub mod sweep;
 
 pub use config::{FscConfig, ImageSource};
 pub use dataset::{DatasetKind, ImageDataset, Phase};
