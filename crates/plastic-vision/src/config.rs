@@ -318,7 +318,7 @@ impl FscConfig {
                 return bad(format!("{name} must be at least 1, got 0"));
             }
         }
-        if self.cnn.eq_ignore_ascii_case("resnet12") && self.cnn_width % 2 != 0 {
+        if self.cnn.eq_ignore_ascii_case("resnet12") && !self.cnn_width.is_multiple_of(2) {
             return bad(format!(
                 "cnn_width must be even for resnet12 (its blocks are 1, 2.5, 5 and 10 times it), got {}",
                 self.cnn_width

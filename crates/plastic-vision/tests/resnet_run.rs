@@ -45,7 +45,9 @@ fn new_run(config: &FscConfig) -> Start {
 }
 
 /// Progress rows (without the clock), named best tensors and the test result.
-fn fingerprint(dir: &Path) -> (Vec<String>, Vec<(String, Vec<u8>)>, String) {
+type Fingerprint = (Vec<String>, Vec<(String, Vec<u8>)>, String);
+
+fn fingerprint(dir: &Path) -> Fingerprint {
     let rows = run::read_progress(dir)
         .unwrap()
         .iter()

@@ -465,7 +465,7 @@ fn lrelu_backward<F: Float>(d: &mut [F], a: &[F]) {
     let slope = F::of(LEAKY_SLOPE);
     d.par_iter_mut().zip(a.par_iter()).for_each(|(g, &v)| {
         if v <= F::zero() {
-            *g = *g * slope;
+            *g *= slope;
         }
     });
 }
