@@ -13,12 +13,15 @@
 //!   network's input sequence ([`FscBatch`]);
 //! - [`baseline`]: the raw-pixel nearest-neighbour baseline.
 //!
-//! The model (`docs/fsc.md` §5): [`cnn`] (ProtoNet conv4, projection) and [`model`]
+//! The model (`docs/fsc.md` §5): [`cnn`] (ProtoNet conv4 or ResNet-12 behind
+//! [`cnn::Backbone`], projection) and [`model`]
 //! (CNN → projection → plastic RNN).
 //!
 //! Training (`docs/fsc.md` §6–§7):
 //! - [`config`]: [`FscConfig`], every knob of an `fsc` run, TOML and `key=value`;
-//! - [`run`]: the meta-training protocol in a run folder, resume, test.
+//! - [`run`]: the meta-training protocol in a run folder, resume, test;
+//! - [`memory`]: the memory a run needs, estimated from its configuration;
+//! - [`sweep`]: the reference's image experiments as named sweeps (`fsc_resnet`).
 
 pub mod augment;
 pub mod baseline;
@@ -26,10 +29,12 @@ pub mod cnn;
 pub mod config;
 pub mod dataset;
 pub mod episodes;
+pub mod memory;
 pub mod model;
 pub mod pickle;
 pub mod procedural;
 pub mod run;
+pub mod sweep;
 
 pub use config::{FscConfig, ImageSource};
 pub use dataset::{DatasetKind, ImageDataset, Phase};

@@ -104,6 +104,35 @@ impl BackboneConfig {
             .collect()
     }
 
+    /// Floats per image that a training-mode forward keeps for the backward pass.
+    pub fn tape_floats_per_image(&self) -> usize {
+        match self {
+            BackboneConfig::ProtoNet(c) => (0..super::BLOCKS)
+                .map(|k| {
+                    let s = c.side(k);
+                    (c.cin(k) + c.channels) * s * s
+                })
+                .sum(),
+            BackboneConfig::ResNet12(c) => c.tape_floats_per_image(),
+        }
+    }
+
+    /// Every 3×3 convolution as (input channels, output channels, side), for memory
+    /// estimates.
+    pub fn convs(&self) -> Vec<(usize, usize, usize)> {
+        match self {
+            BackboneConfig::ProtoNet(c) => (0..super::BLOCKS)
+                .map(|k| (c.cin(k), c.channels, c.side(k)))
+                .collect(),
+            BackboneConfig::ResNet12(c) => (0..super::RESNET_BLOCKS)
+                .flat_map(|l| {
+                    let (w, s) = (c.widths[l], c.side(l));
+                    [(c.cin(l), w, s), (w, w, s), (w, w, s)]
+                })
+                .collect(),
+        }
+    }
+
     /// Whether a training-mode forward draws random numbers (dropout, DropBlock).
     pub fn is_stochastic(&self) -> bool {
         match self {

@@ -222,8 +222,8 @@ impl ResNet12Config {
     }
 
     /// Float count of the activations a training-mode forward keeps for the backward
-    /// pass, per image (block inputs, four normalised BatchNorm inputs per block, dropout
-    /// masks), plus the largest block's transient buffers.
+    /// pass, per image: block inputs, four normalised BatchNorm inputs per block, dropout
+    /// masks (the LeakyReLU outputs are recomputed from them).
     pub fn tape_floats_per_image(&self) -> usize {
         let mut kept = 0;
         for l in 0..RESNET_BLOCKS {

@@ -1,0 +1,219 @@
+//! The reference's image experiments as named sweeps of `fsc` runs (`docs/fsc.md` §7):
+//! `fsc_resnet` = {CIFAR-FS, miniImageNet} × {gradient, Hebbian, none} × {RNN, LSTM} with
+//! ResNet-12, 4 seeds, the hidden size matched as the paper's (`FscConfig::hidden`).
+//! Each run's folder is prepared with its configuration, so `plastic train --resume DIR`
+//! (locally or in a Slurm array) trains it, and a finished run (its `test.json`) is skipped.
+
+use std::path::Path;
+
+use plastic::io::write_atomic;
+use plastic::{Error, Result};
+
+use crate::config::FscConfig;
+use crate::memory::{self, FscMemoryEstimate};
+use crate::run::{files, read_config};
+
+/// A named sweep of fsc runs.
+#[derive(Debug, Clone)]
+pub struct FscSweep {
+    /// Name (`fsc_resnet`).
+    pub name: &'static str,
+    /// One line on what it is.
+    pub about: &'static str,
+    /// Overrides of every run.
+    base: &'static [&'static str],
+    /// The factors crossed, in the reference's order.
+    factors: &'static [(&'static str, &'static [&'static str])],
+    /// Seeds per configuration.
+    pub seeds: usize,
+}
+
+/// One run of an fsc sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FscSweepRun {
+    /// Folder name inside the sweep folder (factor values and seed).
+    pub name: String,
+    /// The factor values, as `(key, value)` pairs (seed excluded).
+    pub factors: Vec<(String, String)>,
+    /// The configuration.
+    pub config: FscConfig,
+}
+
+/// Every named fsc sweep of this crate.
+pub const FSC_SWEEPS: &[FscSweep] = &[FscSweep {
+    name: "fsc_resnet",
+    about: "one-shot image classification with ResNet-12: data sets × rules × {RNN, LSTM}",
+    base: &["cnn=resnet12"],
+    factors: &[
+        ("image_dataset", &["cifar_fs", "mini_imagenet"]),
+        ("plasticity", &["gradient", "hebbian", "none"]),
+        ("rnn", &["rnn", "lstm"]),
+    ],
+    seeds: 4,
+}];
+
+/// The fsc sweep called `name`, if this crate defines it.
+pub fn find(name: &str) -> Option<&'static FscSweep> {
+    FSC_SWEEPS.iter().find(|s| s.name == name)
+}
+
+impl FscSweep {
+    /// The factors and their values, in order.
+    pub fn factor_values(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        self.factors
+    }
+
+    /// Every run with `seeds` seeds (default: the sweep's), `steps` training steps (default:
+    /// the paper's 40000) and the overrides `set` applied to every run.
+    pub fn runs<S: AsRef<str>>(
+        &self,
+        seeds: Option<usize>,
+        steps: Option<usize>,
+        set: &[S],
+    ) -> Result<Vec<FscSweepRun>> {
+        let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        for (key, values) in self.factors {
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((key.to_string(), v.to_string()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        let mut runs = Vec::new();
+        for combo in combos {
+            for seed in 0..seeds.unwrap_or(self.seeds) {
+                let mut o: Vec<String> = self.base.iter().map(|s| s.to_string()).collect();
+                o.extend(combo.iter().map(|(k, v)| format!("{k}={v}")));
+                o.push(format!("seed={seed}"));
+                if let Some(s) = steps {
+                    o.push(format!("max_batch={s}"));
+                }
+                o.extend(set.iter().map(|s| s.as_ref().to_string()));
+                let config = FscConfig::default().with_overrides(&o)?;
+                let name = combo
+                    .iter()
+                    .map(|(_, v)| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("-");
+                runs.push(FscSweepRun {
+                    name: format!("{name}-s{seed}"),
+                    factors: combo.clone(),
+                    config,
+                });
+            }
+        }
+        Ok(runs)
+    }
+}
+
+impl FscSweepRun {
+    /// The estimated peak memory of training this run with `threads` threads.
+    pub fn memory(&self, threads: usize) -> FscMemoryEstimate {
+        memory::estimate(&self.config, threads)
+    }
+
+    /// Writes the run's configuration into `dir` (created if needed), so that `plastic
+    /// train --resume DIR` trains it; a folder that already holds a different
+    /// configuration is an error (a sweep folder never mixes settings).
+    pub fn prepare(&self, dir: &Path) -> Result<()> {
+        let resolved = self.config.resolved();
+        if dir.join(files::CONFIG).exists() {
+            let existing = read_config(dir)?;
+            if existing != resolved {
+                return Err(Error::Config(format!(
+                    "{} holds a run with another configuration than this sweep's; move it \
+                     away or use another --out",
+                    dir.display()
+                )));
+            }
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        write_atomic(&dir.join(files::CONFIG), resolved.to_toml().as_bytes())
+    }
+
+    /// Whether the run in `dir` has finished (its test result is written).
+    pub fn is_finished(dir: &Path) -> bool {
+        dir.join(files::TEST).exists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cnn::BackboneConfig;
+
+    #[test]
+    fn fsc_resnet_is_the_references_experiment() {
+        let s = find("fsc_resnet").unwrap();
+        let runs = s.runs::<&str>(None, None, &[]).unwrap();
+        assert_eq!(runs.len(), 2 * 3 * 2 * 4);
+        // the reference's order: data set × rule × cell, then seeds
+        assert_eq!(runs[0].name, "cifar_fs-gradient-rnn-s0");
+        assert_eq!(runs[4].name, "cifar_fs-gradient-lstm-s0");
+        assert_eq!(runs[47].name, "mini_imagenet-none-lstm-s3");
+        for r in &runs {
+            let c = &r.config;
+            assert_eq!((c.max_batch, c.batch_size, c.log_every), (40000, 64, 1000));
+            let BackboneConfig::ResNet12(cnn) = c.backbone() else {
+                panic!("{}: not ResNet-12", r.name)
+            };
+            assert_eq!(cnn.widths, [64, 160, 320, 640]);
+            assert_eq!(cnn.drop_rate, 0.1);
+            let size = c.image_dataset.kind().image_size();
+            assert_eq!(cnn.dropblock_size, if size == 84 { 5 } else { 2 });
+        }
+        // the paper's hidden sizes (docs/fsc.md §5.2)
+        let h: Vec<usize> = runs[..24]
+            .iter()
+            .step_by(4)
+            .map(|r| r.config.hidden())
+            .collect();
+        assert_eq!(h, [512, 256, 512, 256, 768, 384]);
+        let quick = s.runs(Some(1), Some(10), &["test_batch=2"]).unwrap();
+        assert_eq!(quick.len(), 12);
+        assert!(quick
+            .iter()
+            .all(|r| r.config.max_batch == 10 && r.config.test_batch == 2));
+        assert!(s.runs(None, None, &["cnn_width=3"]).is_err());
+    }
+
+    #[test]
+    fn memory_grows_with_the_image_size_and_is_dominated_by_activations() {
+        let runs = find("fsc_resnet")
+            .unwrap()
+            .runs::<&str>(Some(1), None, &[])
+            .unwrap();
+        let cifar = runs[0].memory(2);
+        let mini = runs[6].memory(2);
+        assert!(mini.total() > 3.0 * cifar.total(), "{cifar} vs {mini}");
+        assert!(cifar.cnn_tape > cifar.rnn, "{cifar}");
+        // 640 images × 617,984 floats × 4 bytes (docs/fsc.md §5.1 sizes)
+        assert!(
+            (cifar.cnn_tape - 640.0 * 617_984.0 * 4.0).abs() < 1.0,
+            "{cifar}"
+        );
+    }
+
+    #[test]
+    fn prepared_folders_hold_the_configuration_and_refuse_another() {
+        let dir = std::env::temp_dir().join(format!("plastic-fsc-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let runs = find("fsc_resnet")
+            .unwrap()
+            .runs::<&str>(Some(1), Some(3), &[])
+            .unwrap();
+        runs[0].prepare(&dir).unwrap();
+        assert_eq!(read_config(&dir).unwrap(), runs[0].config.resolved());
+        runs[0].prepare(&dir).unwrap();
+        let e = runs[1].prepare(&dir).unwrap_err().to_string();
+        assert!(e.contains("another configuration"), "{e}");
+        assert!(!FscSweepRun::is_finished(&dir));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
