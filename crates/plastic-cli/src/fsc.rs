@@ -116,7 +116,7 @@ pub fn train(req: TrainRequest) -> Result<()> {
     Ok(())
 }
 
-fn train_dir(dir: &Path, start: Start, label: &str) -> Result<fsc_run::FscSummary> {
+pub(crate) fn train_dir(dir: &Path, start: Start, label: &str) -> Result<fsc_run::FscSummary> {
     let mut obs = Progress(progress::Progress::new(label));
     let summary = fsc_run::train_fsc(dir, start, &mut obs)?;
     obs.0.finish();

@@ -15,6 +15,9 @@ use plastic::Rule;
 
 use crate::progress::Progress;
 
+// the image sweeps (`fsc_resnet`, issue 10)
+mod image;
+
 /// Arguments of `plastic sweep`.
 #[derive(clap::Args)]
 pub struct SweepArgs {
@@ -73,6 +76,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
         .expect("clap requires a name without --list");
     if let Some(eval) = sweep::find_eval(name) {
         return run_eval(&args, eval);
+    }
+    if let Some(images) = plastic_vision::sweep::find(name) {
+        return image::run(&args, images);
     }
     let sweep = sweep::find(name)?;
     if args.slurm {
@@ -208,7 +214,9 @@ fn run_eval(args: &SweepArgs, eval: &EvalSweep) -> Result<()> {
 fn list(args: &SweepArgs) -> Result<()> {
     println!("{:<40} {:>5} {:>12}  what", "sweep", "runs", "est. time");
     if let Some(name) = &args.name {
-        if let Some(eval) = sweep::find_eval(name) {
+        if let Some(images) = plastic_vision::sweep::find(name) {
+            image::list(args, images)?;
+        } else if let Some(eval) = sweep::find_eval(name) {
             let runs = selected_evals(args, eval)?;
             let secs: f64 = runs.iter().map(|r| estimate_eval_seconds(&r.config)).sum();
             row(eval.name, runs.len(), secs, eval.about);
@@ -238,6 +246,7 @@ fn list(args: &SweepArgs) -> Result<()> {
             let secs: f64 = runs.iter().map(|r| estimate_eval_seconds(&r.config)).sum();
             row(e.name, runs.len(), secs, e.about);
         }
+        image::list_rows(args)?;
     }
     println!(
         "\nestimated for one run at a time on 2 cores; --steps, --seeds and --only change both \
@@ -426,7 +435,7 @@ fn slurm_time(t: &str) -> Result<String> {
     Ok(t.to_string())
 }
 
-fn submit_slurm(args: &SweepArgs, name: &str, root: &Path, todo: &[&SweepRun]) -> Result<()> {
+fn submit_slurm<T: Named>(args: &SweepArgs, name: &str, root: &Path, todo: &[T]) -> Result<()> {
     let sbatch = find_on_path("sbatch").context(
         "--slurm needs Slurm's `sbatch` on PATH, and it is not there; install Slurm's client tools \
          or run the sweep locally (without --slurm, optionally with --jobs N)",
@@ -438,7 +447,7 @@ fn submit_slurm(args: &SweepArgs, name: &str, root: &Path, todo: &[&SweepRun]) -
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let list: String = todo
         .iter()
-        .map(|r| format!("{}\n", abs(&root.join(&r.name)).display()))
+        .map(|r| format!("{}\n", abs(&root.join(r.name())).display()))
         .collect();
     let runs_txt = abs(&slurm_dir.join("runs.txt"));
     plastic::io::write_atomic(&runs_txt, list.as_bytes())?;
