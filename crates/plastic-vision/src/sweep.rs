@@ -184,6 +184,35 @@ mod tests {
     }
 
     #[test]
+    fn parameter_counts_are_the_references() {
+        // docs/fsc.md §5.1–§5.2: the CNN alone, then whole models (CNN, projection, RNN)
+        let runs = find("fsc_resnet")
+            .unwrap()
+            .runs::<&str>(Some(1), None, &[])
+            .unwrap();
+        assert_eq!(runs[0].config.backbone().param_len(), 12_424_320);
+        let total = |k: usize| {
+            let c = &runs[k].config;
+            let shape = crate::model::FscConfig {
+                cnn: c.backbone(),
+                network: c.network_config(),
+                extra_input_dim: c.way,
+            };
+            let f = shape.cnn.feature_size();
+            let rnn = plastic::Network::<f32>::new(shape.network.clone(), 0)
+                .unwrap()
+                .params()
+                .len();
+            shape.cnn.param_len() + (f + 1) * shape.proj_size() + rnn
+        };
+        // CIFAR-FS RNN/LSTM gradient, miniImageNet RNN/LSTM none
+        assert_eq!(total(0), 14_783_641);
+        assert_eq!(total(1), 14_124_953);
+        assert_eq!(total(10), 25_821_967);
+        assert_eq!(total(11), 19_675_279);
+    }
+
+    #[test]
     fn memory_grows_with_the_image_size_and_is_dominated_by_activations() {
         let runs = find("fsc_resnet")
             .unwrap()
