@@ -283,11 +283,14 @@ fn figure(rows: &[FscLogRow], summary: &fsc_run::FscSummary, png: &Path, svg: &P
     )
 }
 
-/// One fsc benchmark configuration: ProtoNet conv4, RNN with the gradient rule, H 512,
-/// batch 64 (the paper's `fsc` setting), at one data set's image size.
+/// One fsc benchmark configuration: ProtoNet conv4 (or, with `overrides`, ResNet-12), RNN
+/// with the gradient rule, H 512, batch 64 (the paper's `fsc` setting), at one data set's
+/// image size.
 struct BenchCase {
     name: &'static str,
     dataset: ImageSource,
+    /// Configuration overrides, comma-separated (`cnn=resnet12,...`; empty: ProtoNet).
+    overrides: &'static str,
     /// The reference's step on torch CPU, 2 threads, seconds (docs/cnn-library.md).
     reference_s: Option<f64>,
 }
@@ -296,11 +299,39 @@ const BENCH_CASES: &[BenchCase] = &[
     BenchCase {
         name: "fsc-cifar_fs-conv4-rnn-gradient-h512",
         dataset: ImageSource::CifarFs,
+        overrides: "",
         reference_s: None,
     },
     BenchCase {
         name: "fsc-mini_imagenet-conv4-rnn-gradient-h512",
         dataset: ImageSource::MiniImageNet,
+        overrides: "",
+        reference_s: None,
+    },
+    // ResNet-12 (issue 10): with the reference's dropout/DropBlock, and without it (the
+    // reference's DropBlock needs CUDA, so on a CPU it can only run with drop rate 0)
+    BenchCase {
+        name: "fsc-cifar_fs-resnet12-rnn-gradient-h512",
+        dataset: ImageSource::CifarFs,
+        overrides: "cnn=resnet12",
+        reference_s: None,
+    },
+    BenchCase {
+        name: "fsc-cifar_fs-resnet12-nodrop-rnn-gradient-h512",
+        dataset: ImageSource::CifarFs,
+        overrides: "cnn=resnet12,resnet_drop_rate=0",
+        reference_s: None,
+    },
+    BenchCase {
+        name: "fsc-mini_imagenet-resnet12-rnn-gradient-h512",
+        dataset: ImageSource::MiniImageNet,
+        overrides: "cnn=resnet12",
+        reference_s: None,
+    },
+    BenchCase {
+        name: "fsc-mini_imagenet-resnet12-nodrop-rnn-gradient-h512",
+        dataset: ImageSource::MiniImageNet,
+        overrides: "cnn=resnet12,resnet_drop_rate=0",
         reference_s: None,
     },
 ];
@@ -317,7 +348,7 @@ pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
         bail!("no fsc configuration matches; valid: {}", names.join(", "));
     }
     println!(
-        "plastic bench --fsc: ProtoNet conv4 + projection + RNN (gradient rule, H 512), batch \
+        "plastic bench --fsc: CNN (ProtoNet conv4 or ResNet-12) + projection + RNN (gradient rule, H 512), batch \
          64 episodes × 10 steps, f32, {} threads; median of {rounds} rounds × {steps} steps \
          (each after 2 warm-up steps); data generation not timed\n",
         rayon::current_num_threads()
@@ -330,7 +361,7 @@ pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
         let mut times = Vec::new();
         let mut peak: f64 = 0.0;
         for _ in 0..rounds {
-            let (t, p) = bench_process(case.dataset, steps)
+            let (t, p) = bench_process(case.dataset, case.overrides, steps)
                 .with_context(|| format!("benchmark {}", case.name))?;
             times.extend(t);
             peak = peak.max(p);
@@ -352,15 +383,20 @@ pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Runs `plastic bench --fsc-child DATASET` and reads its step times (ms) and peak memory
-/// (MB).
-fn bench_process(dataset: ImageSource, steps: usize) -> Result<(Vec<f64>, f64)> {
+/// Runs `plastic bench --fsc-child DATASET[+OVERRIDES]` and reads its step times (ms) and
+/// peak memory (MB).
+fn bench_process(dataset: ImageSource, overrides: &str, steps: usize) -> Result<(Vec<f64>, f64)> {
     let exe = std::env::current_exe().context("locating the plastic binary")?;
     let mut cmd = Command::new(&exe);
     if let Some(n) = std::env::args().skip_while(|a| a != "--threads").nth(1) {
         cmd.args(["--threads", &n]);
     }
-    cmd.args(["bench", "--fsc-child", dataset.as_str(), "--steps"])
+    let child = if overrides.is_empty() {
+        dataset.as_str().to_string()
+    } else {
+        format!("{}+{overrides}", dataset.as_str())
+    };
+    cmd.args(["bench", "--fsc-child", &child, "--steps"])
         .arg(steps.to_string());
     let out = cmd.output().context("running a benchmark process")?;
     if !out.status.success() {
@@ -387,9 +423,18 @@ fn bench_process(dataset: ImageSource, steps: usize) -> Result<(Vec<f64>, f64)> 
 }
 
 /// In the benchmark's own process: times `steps` fsc training steps on random images of
-/// `dataset`'s size and prints `times_ms=` and `peak_mb=`.
+/// `dataset`'s size (`DATASET[+key=value,...]`, the overrides applied to the configuration)
+/// and prints `times_ms=` and `peak_mb=`.
 pub fn bench_child(dataset: &str, steps: usize) -> Result<()> {
-    let config = FscConfig::default().with_overrides(&[format!("image_dataset={dataset}")])?;
+    let (dataset, overrides) = dataset.split_once('+').unwrap_or((dataset, ""));
+    let mut all = vec![format!("image_dataset={dataset}")];
+    all.extend(
+        overrides
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_string),
+    );
+    let config = FscConfig::default().with_overrides(&all)?;
     let kind = config.image_dataset.kind();
     // a small in-memory data set of random images: 10 classes × 4 images
     let s = kind.image_size();
