@@ -20,9 +20,11 @@ impl Named for &FscSweepRun {
     }
 }
 
-/// Multiply-accumulates per second of our CNN training step (forward and backward, f32,
-/// 2 threads), measured with `plastic bench --fsc` on the README's 2-core machine.
-const CNN_MACS_PER_S: f64 = 20e9;
+/// Multiply-accumulates per second of our CNN (f32, 2 threads): a CIFAR-FS-sized ResNet-12
+/// run of 1 update and 2 evaluation batches (≈ 1.6·10¹² multiply-accumulates) took 52 s
+/// of CPU time under `/usr/bin/time -v`, ≈ 32·10⁹ per CPU-second, on the README's 2-core
+/// machine (a loaded machine is slower).
+const CNN_MACS_PER_S: f64 = 60e9;
 
 /// The runs the arguments select.
 fn selected(args: &SweepArgs, sweep: &FscSweep) -> Result<Vec<FscSweepRun>> {
