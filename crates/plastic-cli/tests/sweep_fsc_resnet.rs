@@ -26,7 +26,11 @@ fn list_shows_every_run_with_its_memory() {
     assert!(out.contains("fsc_resnet") && out.contains("48"), "{out}");
     assert!(out.contains("cifar_fs-gradient-rnn-s0"), "{out}");
     assert!(out.contains("mini_imagenet-none-lstm-s3"), "{out}");
-    assert_eq!(out.matches("memory ").count(), 48, "{out}");
+    let rows = out
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.contains(" memory "))
+        .count();
+    assert_eq!(rows, 48, "{out}");
     assert!(out.contains("CNN activations kept for backward"), "{out}");
     let all = ok(&["sweep", "--list"]);
     assert!(all.contains("fsc_resnet"), "{all}");
