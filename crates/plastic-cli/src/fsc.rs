@@ -116,21 +116,7 @@ pub fn train(req: TrainRequest) -> Result<()> {
     Ok(())
 }
 
-/// Trains (or resumes, or reads the result of) the prepared run folder of an image sweep:
-/// with a progress bar when it is the only run at a time, silently otherwise.
-pub fn train_sweep_run(dir: &Path, label: &str, alone: bool) -> Result<fsc_run::FscSummary> {
-    if alone {
-        train_dir(dir, Start::Resume, label)
-    } else {
-        Ok(fsc_run::train_fsc(
-            dir,
-            Start::Resume,
-            &mut fsc_run::Silent,
-        )?)
-    }
-}
-
-fn train_dir(dir: &Path, start: Start, label: &str) -> Result<fsc_run::FscSummary> {
+pub(crate) fn train_dir(dir: &Path, start: Start, label: &str) -> Result<fsc_run::FscSummary> {
     let mut obs = Progress(progress::Progress::new(label));
     let summary = fsc_run::train_fsc(dir, start, &mut obs)?;
     obs.0.finish();
@@ -327,7 +313,7 @@ pub fn analyze(
         let config = fsc_run::read_config(dir)?;
         let table: toml::Table = toml::from_str(&config.to_toml())?;
         let key: Vec<String> = sweep
-            .factors
+            .factor_values()
             .iter()
             .map(|(k, _)| match table.get(*k) {
                 Some(toml::Value::String(v)) => v.clone(),
@@ -335,7 +321,7 @@ pub fn analyze(
                 None => "?".into(),
             })
             .collect();
-        if !plastic_vision::sweep::is_finished(dir) {
+        if !plastic_vision::sweep::FscSweepRun::is_finished(dir) {
             unfinished += 1;
             continue;
         }
@@ -352,7 +338,7 @@ pub fn analyze(
             sweep.name
         );
     }
-    let names: Vec<&str> = sweep.factors.iter().map(|f| f.0).collect();
+    let names: Vec<&str> = sweep.factor_values().iter().map(|f| f.0).collect();
     let mut md = format!(
         "# {}: one-shot test accuracy (%)\n\nMean ± 95% interval (1.96 × standard error) over \
          seeds of each run's test accuracy (first query of each test episode); raw-pixel 1-NN \
@@ -409,12 +395,16 @@ struct ReferenceStep {
     peak_gb: f64,
 }
 
-/// One fsc benchmark configuration: ProtoNet conv4, RNN with the gradient rule, H 512,
-/// batch 64 (the paper's `fsc` setting), at one data set's image size.
+/// One fsc benchmark configuration: ProtoNet conv4 (or, with `overrides`, ResNet-12), RNN
+/// with the gradient rule, H 512, batch 64 (the paper's `fsc` setting), at one data set's
+/// image size.
 struct BenchCase {
     name: &'static str,
     dataset: ImageSource,
-    reference: ReferenceStep,
+    /// Configuration overrides, comma-separated (`cnn=resnet12,...`; empty: ProtoNet).
+    overrides: &'static str,
+    /// The reference's recorded step, where it was timed.
+    reference: Option<ReferenceStep>,
 }
 
 /// When and how the reference figures were taken (printed under the table).
@@ -430,20 +420,48 @@ const BENCH_CASES: &[BenchCase] = &[
     BenchCase {
         name: "fsc-cifar_fs-conv4-rnn-gradient-h512",
         dataset: ImageSource::CifarFs,
-        reference: ReferenceStep {
+        overrides: "",
+        reference: Some(ReferenceStep {
             wall_s: 105.2,
             cpu_s: 34.2,
             peak_gb: 7.64,
-        },
+        }),
     },
     BenchCase {
         name: "fsc-mini_imagenet-conv4-rnn-gradient-h512",
         dataset: ImageSource::MiniImageNet,
-        reference: ReferenceStep {
+        overrides: "",
+        reference: Some(ReferenceStep {
             wall_s: 150.4,
             cpu_s: 43.9,
             peak_gb: 11.78,
-        },
+        }),
+    },
+    // ResNet-12 (issue 10): with the reference's dropout/DropBlock, and without it (the
+    // reference's DropBlock needs CUDA, so on a CPU it can only run with drop rate 0)
+    BenchCase {
+        name: "fsc-cifar_fs-resnet12-rnn-gradient-h512",
+        dataset: ImageSource::CifarFs,
+        overrides: "cnn=resnet12",
+        reference: None,
+    },
+    BenchCase {
+        name: "fsc-cifar_fs-resnet12-nodrop-rnn-gradient-h512",
+        dataset: ImageSource::CifarFs,
+        overrides: "cnn=resnet12,resnet_drop_rate=0",
+        reference: None,
+    },
+    BenchCase {
+        name: "fsc-mini_imagenet-resnet12-rnn-gradient-h512",
+        dataset: ImageSource::MiniImageNet,
+        overrides: "cnn=resnet12",
+        reference: None,
+    },
+    BenchCase {
+        name: "fsc-mini_imagenet-resnet12-nodrop-rnn-gradient-h512",
+        dataset: ImageSource::MiniImageNet,
+        overrides: "cnn=resnet12,resnet_drop_rate=0",
+        reference: None,
     },
 ];
 
@@ -481,7 +499,12 @@ fn bench_row(case: &BenchCase, f: &FscFigures) -> String {
         .times_ms
         .iter()
         .fold((f64::INFINITY, 0.0f64), |(a, b), &t| (a.min(t), b.max(t)));
-    let r = &case.reference;
+    let none = ReferenceStep {
+        wall_s: f64::NAN,
+        cpu_s: f64::NAN,
+        peak_gb: f64::NAN,
+    };
+    let r = case.reference.as_ref().unwrap_or(&none);
     let known = |v: f64, text: String| if v.is_finite() { text } else { "–".into() };
     format!(
         "| {} | {wall:.0} ({min:.0}–{max:.0}) | {cpu:.1} | {:.0} MB | {} | {} | {} | {} |",
@@ -513,7 +536,7 @@ pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
         bail!("no fsc configuration matches; valid: {}", names.join(", "));
     }
     println!(
-        "plastic bench --fsc: ProtoNet conv4 + projection + RNN (gradient rule, H 512), batch \
+        "plastic bench --fsc: CNN (ProtoNet conv4 or ResNet-12) + projection + RNN (gradient rule, H 512), batch \
          64 episodes × 10 steps, f32, {} threads; median of {rounds} rounds × {steps} steps \
          (each after 2 warm-up steps); data generation not timed\n",
         rayon::current_num_threads()
@@ -522,7 +545,7 @@ pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
     for case in cases {
         let mut all = FscFigures::default();
         for _ in 0..rounds {
-            let f = bench_process(case.dataset, steps)
+            let f = bench_process(case.dataset, case.overrides, steps)
                 .with_context(|| format!("benchmark {}", case.name))?;
             all.times_ms.extend(f.times_ms);
             all.cpu_ms.extend(f.cpu_ms);
@@ -534,15 +557,20 @@ pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Runs `plastic bench --fsc-child DATASET` and reads its step times (ms) and peak memory
-/// (MB).
-fn bench_process(dataset: ImageSource, steps: usize) -> Result<FscFigures> {
+/// Runs `plastic bench --fsc-child DATASET[+OVERRIDES]` and reads its step times (ms), CPU
+/// times (ms) and peak memory (MB).
+fn bench_process(dataset: ImageSource, overrides: &str, steps: usize) -> Result<FscFigures> {
     let exe = std::env::current_exe().context("locating the plastic binary")?;
     let mut cmd = Command::new(&exe);
     if let Some(n) = std::env::args().skip_while(|a| a != "--threads").nth(1) {
         cmd.args(["--threads", &n]);
     }
-    cmd.args(["bench", "--fsc-child", dataset.as_str(), "--steps"])
+    let child = if overrides.is_empty() {
+        dataset.as_str().to_string()
+    } else {
+        format!("{}+{overrides}", dataset.as_str())
+    };
+    cmd.args(["bench", "--fsc-child", &child, "--steps"])
         .arg(steps.to_string());
     let out = cmd.output().context("running a benchmark process")?;
     if !out.status.success() {
@@ -575,9 +603,18 @@ fn bench_process(dataset: ImageSource, steps: usize) -> Result<FscFigures> {
 }
 
 /// In the benchmark's own process: times `steps` fsc training steps on random images of
-/// `dataset`'s size and prints `times_ms=` and `peak_mb=`.
+/// `dataset`'s size (`DATASET[+key=value,...]`, the overrides applied to the configuration)
+/// and prints `times_ms=` and `peak_mb=`.
 pub fn bench_child(dataset: &str, steps: usize) -> Result<()> {
-    let config = FscConfig::default().with_overrides(&[format!("image_dataset={dataset}")])?;
+    let (dataset, overrides) = dataset.split_once('+').unwrap_or((dataset, ""));
+    let mut all = vec![format!("image_dataset={dataset}")];
+    all.extend(
+        overrides
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_string),
+    );
+    let config = FscConfig::default().with_overrides(&all)?;
     let kind = config.image_dataset.kind();
     // a small in-memory data set of random images: 10 classes × 4 images
     let s = kind.image_size();

@@ -12,16 +12,17 @@ use plastic::run::config::RunConfig;
 use plastic::run::sweep::{self, EvalRun, EvalSweep, Only, Sweep, SweepRun, EVAL_SWEEPS, SWEEPS};
 use plastic::run::{self, Start};
 use plastic::Rule;
-use plastic_vision::sweep::{
-    self as image_sweep, FscSweep as ImageSweep, FscSweepRun as ImageSweepRun, FSC_SWEEPS,
-};
 
 use crate::progress::Progress;
+
+// the image sweeps (`fsc_resnet`, issue 10)
+mod image;
 
 /// Arguments of `plastic sweep`.
 #[derive(clap::Args)]
 pub struct SweepArgs {
-    /// The sweep to run (see --list); `fsc` is the image experiment (docs/fsc.md §6).
+    /// The sweep to run (see --list); `fsc` and `fsc_resnet` are the image experiments
+    /// (docs/fsc.md §6).
     #[arg(required_unless_present = "list")]
     name: Option<String>,
     /// List the sweeps with their number of runs and estimated time (with NAME: that sweep,
@@ -78,8 +79,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if let Some(eval) = sweep::find_eval(name) {
         return run_eval(&args, eval);
     }
-    if let Some(image) = image_sweep::find(name) {
-        return run_image(&args, image);
+    if let Some(images) = plastic_vision::sweep::find(name) {
+        return image::run(&args, images);
     }
     let sweep = sweep::find(name)?;
     if args.slurm {
@@ -106,79 +107,10 @@ pub fn run(args: SweepArgs) -> Result<()> {
         return Ok(());
     }
     if args.slurm {
-        let names: Vec<&str> = todo.iter().map(|r| r.name.as_str()).collect();
         let mem = args.mem.clone().unwrap_or_else(|| "4G".into());
-        submit_slurm(&args, name, &root, &names, &mem)
+        submit_slurm(&args, name, &root, &todo, &mem)
     } else {
         run_local(&root, &todo, args.jobs)
-    }
-}
-
-/// An image sweep (`fsc`, docs/fsc.md §6–§7): checks the data of every unfinished run
-/// once, prepares the run folders, then trains them locally or submits them to Slurm;
-/// finished runs are skipped and unfinished ones resumed.
-fn run_image(args: &SweepArgs, sweep: &ImageSweep) -> Result<()> {
-    if args.slurm {
-        slurm_time(&args.time)?;
-    }
-    let runs = selected_image_runs(args, sweep)?;
-    let root = args.out.join(sweep.name);
-    let todo: Vec<&ImageSweepRun> = runs
-        .iter()
-        .filter(|r| !image_sweep::is_finished(&root.join(&r.name)))
-        .collect();
-    // one error for a missing data set, before any folder is made or run started
-    image_sweep::check_data(todo.iter().map(|r| &r.config))?;
-    for r in &runs {
-        image_sweep::prepare(&root.join(&r.name), &r.config)?;
-    }
-    println!(
-        "sweep {}{}: {} runs in {}, {} finished, {} to do",
-        sweep.name,
-        subset_label(args),
-        runs.len(),
-        root.display(),
-        runs.len() - todo.len(),
-        todo.len()
-    );
-    if todo.is_empty() {
-        return Ok(());
-    }
-    if args.slurm {
-        let names: Vec<&str> = todo.iter().map(|r| r.name.as_str()).collect();
-        let mem = args.mem.clone().unwrap_or_else(|| {
-            let peak = todo
-                .iter()
-                .map(|r| image_sweep::estimate_memory_bytes(&r.config, args.cpus))
-                .fold(0.0, f64::max);
-            format!("{}M", (1.25 * peak / (1 << 20) as f64).ceil())
-        });
-        submit_slurm(args, sweep.name, &root, &names, &mem)
-    } else {
-        parallel(&todo, args.jobs, |r, alone| {
-            let sum = crate::fsc::train_sweep_run(&root.join(&r.name), &r.name, alone)?;
-            Ok(format!(
-                "{}: test accuracy {:.2}% ± {:.2}% ({:.0} s)",
-                r.name, sum.test_acc, sum.test_acc_ci95, sum.elapsed_s
-            ))
-        })
-    }
-}
-
-/// The runs of an image sweep that the arguments ask for (--seeds, --steps, --set, --only).
-fn selected_image_runs(args: &SweepArgs, sweep: &ImageSweep) -> Result<Vec<ImageSweepRun>> {
-    let only = Only::parse(&args.only, sweep.factors)?;
-    let mut runs = sweep.runs(args.seeds, args.steps, &args.set)?;
-    runs.retain(|r| only.selects(&r.factors));
-    Ok(runs)
-}
-
-/// Bytes in MB or GB.
-fn human_bytes(bytes: f64) -> String {
-    if bytes < 1e9 {
-        format!("{:.0} MB", bytes / 1e6)
-    } else {
-        format!("{:.1} GB", bytes / 1e9)
     }
 }
 
@@ -285,22 +217,8 @@ fn run_eval(args: &SweepArgs, eval: &EvalSweep) -> Result<()> {
 fn list(args: &SweepArgs) -> Result<()> {
     println!("{:<40} {:>5} {:>12}  what", "sweep", "runs", "est. time");
     if let Some(name) = &args.name {
-        if let Some(image) = image_sweep::find(name) {
-            let runs = selected_image_runs(args, image)?;
-            let secs: f64 = runs
-                .iter()
-                .map(|r| image_sweep::estimate_seconds(&r.config))
-                .sum();
-            row(image.name, runs.len(), secs, image.about);
-            for r in &runs {
-                println!(
-                    "  {}  (~{}, peak ~{}; H {})",
-                    r.name,
-                    human(image_sweep::estimate_seconds(&r.config)),
-                    human_bytes(image_sweep::estimate_memory_bytes(&r.config, 2)),
-                    r.config.hidden()
-                );
-            }
+        if let Some(images) = plastic_vision::sweep::find(name) {
+            image::list(args, images)?;
         } else if let Some(eval) = sweep::find_eval(name) {
             let runs = selected_evals(args, eval)?;
             let secs: f64 = runs.iter().map(|r| estimate_eval_seconds(&r.config)).sum();
@@ -331,14 +249,7 @@ fn list(args: &SweepArgs) -> Result<()> {
             let secs: f64 = runs.iter().map(|r| estimate_eval_seconds(&r.config)).sum();
             row(e.name, runs.len(), secs, e.about);
         }
-        for image in FSC_SWEEPS {
-            let runs = image.runs(args.seeds, args.steps, &args.set)?;
-            let secs: f64 = runs
-                .iter()
-                .map(|r| image_sweep::estimate_seconds(&r.config))
-                .sum();
-            row(image.name, runs.len(), secs, image.about);
-        }
+        image::list_rows(args)?;
     }
     println!(
         "\nestimated for one run at a time on 2 cores; --steps, --seeds and --only change both \
@@ -417,11 +328,6 @@ trait Named {
     fn name(&self) -> &str;
 }
 impl Named for &SweepRun {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-impl Named for &ImageSweepRun {
     fn name(&self) -> &str {
         &self.name
     }
@@ -533,8 +439,15 @@ fn slurm_time(t: &str) -> Result<String> {
 }
 
 /// Submits one Slurm array task per run folder `root/NAME` of `todo`, each running
-/// `plastic train --resume` on its folder (which trains whichever task the folder holds).
-fn submit_slurm(args: &SweepArgs, name: &str, root: &Path, todo: &[&str], mem: &str) -> Result<()> {
+/// `plastic train --resume` on its folder (which trains whichever task the folder holds),
+/// with `mem` per task.
+fn submit_slurm<T: Named>(
+    args: &SweepArgs,
+    name: &str,
+    root: &Path,
+    todo: &[T],
+    mem: &str,
+) -> Result<()> {
     let sbatch = find_on_path("sbatch").context(
         "--slurm needs Slurm's `sbatch` on PATH, and it is not there; install Slurm's client tools \
          or run the sweep locally (without --slurm, optionally with --jobs N)",
@@ -546,7 +459,7 @@ fn submit_slurm(args: &SweepArgs, name: &str, root: &Path, todo: &[&str], mem: &
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let list: String = todo
         .iter()
-        .map(|r| format!("{}\n", abs(&root.join(r)).display()))
+        .map(|r| format!("{}\n", abs(&root.join(r.name())).display()))
         .collect();
     let runs_txt = abs(&slurm_dir.join("runs.txt"));
     plastic::io::write_atomic(&runs_txt, list.as_bytes())?;

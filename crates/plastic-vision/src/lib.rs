@@ -13,13 +13,16 @@
 //!   network's input sequence ([`FscBatch`]);
 //! - [`baseline`]: the raw-pixel nearest-neighbour baseline.
 //!
-//! The model (`docs/fsc.md` §5): [`cnn`] (ProtoNet conv4, projection) and [`model`]
+//! The model (`docs/fsc.md` §5): [`cnn`] (ProtoNet conv4 or ResNet-12 behind
+//! [`cnn::Backbone`], projection) and [`model`]
 //! (CNN → projection → plastic RNN).
 //!
 //! Training (`docs/fsc.md` §6–§7):
 //! - [`config`]: [`FscConfig`], every knob of an `fsc` run, TOML and `key=value`;
 //! - [`run`]: the meta-training protocol in a run folder, resume, test;
-//! - [`sweep`]: the paper's image experiments (`fsc`) as sweeps of runs, with estimates.
+//! - [`memory`]: the memory a run needs, estimated from its configuration;
+//! - [`sweep`]: the paper's image experiments (`fsc`, `fsc_resnet`) as sweeps of runs,
+//!   the data check before they start and time estimates.
 
 pub mod augment;
 pub mod baseline;
@@ -27,6 +30,7 @@ pub mod cnn;
 pub mod config;
 pub mod dataset;
 pub mod episodes;
+pub mod memory;
 pub mod model;
 pub mod pickle;
 pub mod procedural;

@@ -1,75 +1,88 @@
-//! The paper's image experiments as sweeps (`docs/fsc.md` §6–§7): the factors crossed, the
-//! seeds and the settings of the reference's `configs/experiments.py` (`fsc`), each run an
-//! [`FscConfig`]; the hidden size per rule and cell follows from [`FscConfig::hidden`]
-//! (`docs/fsc.md` §5.2). Also the data check a sweep makes before it starts, and estimates
-//! of a run's time and peak memory.
-//!
-//! A sweep is one entry of [`FSC_SWEEPS`]; another image experiment (e.g. `fsc_resnet`) is
-//! another entry beside `fsc`.
+//! The reference's image experiments as named sweeps of `fsc` runs (`docs/fsc.md` §6–§7):
+//! `fsc` (ProtoNet) and `fsc_resnet` (ResNet-12), each {CIFAR-FS, miniImageNet} ×
+//! {gradient, Hebbian, none} × {RNN, LSTM}, 4 seeds, the hidden size matched as the
+//! paper's (`FscConfig::hidden`, `docs/fsc.md` §5.2). Each run's folder is prepared with
+//! its configuration, so `plastic train --resume DIR` (locally or in a Slurm array) trains
+//! it, and a finished run (its `test.json`) is skipped. Also the data check a sweep makes
+//! before it starts, and estimates of a run's time ([`estimate_seconds`]; memory:
+//! [`crate::memory`]).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use plastic::config::Rule;
+use plastic::io::write_atomic;
 use plastic::{Error, Result};
 
 use crate::config::{FscConfig, ImageSource};
-use crate::run::files;
+use crate::memory::{self, FscMemoryEstimate};
+use crate::run::{files, read_config};
 
-/// A named image sweep.
+/// A named sweep of fsc runs.
 #[derive(Debug, Clone)]
 pub struct FscSweep {
-    /// Name (`fsc`, ...).
+    /// Name (`fsc_resnet`).
     pub name: &'static str,
-    /// One line on what it shows.
+    /// One line on what it is.
     pub about: &'static str,
-    /// Overrides of [`FscConfig::default`] common to every run.
-    pub base: &'static [&'static str],
-    /// The factors crossed, in the reference's order, and their values (configuration
-    /// keys and values).
-    pub factors: &'static [(&'static str, &'static [&'static str])],
-    /// Seeds per configuration (0, 1, ...).
+    /// Overrides of every run.
+    base: &'static [&'static str],
+    /// The factors crossed, in the reference's order.
+    factors: &'static [(&'static str, &'static [&'static str])],
+    /// Seeds per configuration.
     pub seeds: usize,
 }
 
-/// The data sets of the paper's image experiments.
-const DATASETS: &[&str] = &["cifar_fs", "mini_imagenet"];
-const RULES: &[&str] = &["gradient", "hebbian", "none"];
-const CELLS: &[&str] = &["rnn", "lstm"];
-
-/// Every named image sweep.
-pub const FSC_SWEEPS: &[FscSweep] = &[FscSweep {
-    name: "fsc",
-    about: "one-shot image classification, ProtoNet: data sets × rules × cells",
-    base: &["cnn=protonet"],
-    // the reference's order: its configuration index is (data set · 3 + rule) · 2 + cell
-    factors: &[
-        ("image_dataset", DATASETS),
-        ("plasticity", RULES),
-        ("rnn", CELLS),
-    ],
-    seeds: 4,
-}];
-
-/// The image sweep called `name`, if there is one.
-pub fn find(name: &str) -> Option<&'static FscSweep> {
-    FSC_SWEEPS.iter().find(|s| s.name == name)
-}
-
-/// One run of an image sweep.
+/// One run of an fsc sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FscSweepRun {
     /// Folder name inside the sweep folder (factor values and seed).
     pub name: String,
     /// The factor values, as `(key, value)` pairs (seed excluded).
     pub factors: Vec<(String, String)>,
-    /// The configuration (hidden size resolved).
+    /// The configuration.
     pub config: FscConfig,
 }
 
+/// The factors of the paper's image experiments, in the reference's order: its
+/// configuration index is (data set · 3 + rule) · 2 + cell.
+const FACTORS: &[(&str, &[&str])] = &[
+    ("image_dataset", &["cifar_fs", "mini_imagenet"]),
+    ("plasticity", &["gradient", "hebbian", "none"]),
+    ("rnn", &["rnn", "lstm"]),
+];
+
+/// Every named fsc sweep of this crate.
+pub const FSC_SWEEPS: &[FscSweep] = &[
+    FscSweep {
+        name: "fsc",
+        about: "one-shot image classification, ProtoNet: data sets × rules × {RNN, LSTM}",
+        base: &["cnn=protonet"],
+        factors: FACTORS,
+        seeds: 4,
+    },
+    FscSweep {
+        name: "fsc_resnet",
+        about: "one-shot image classification with ResNet-12: data sets × rules × {RNN, LSTM}",
+        base: &["cnn=resnet12"],
+        factors: FACTORS,
+        seeds: 4,
+    },
+];
+
+/// The fsc sweep called `name`, if this crate defines it.
+pub fn find(name: &str) -> Option<&'static FscSweep> {
+    FSC_SWEEPS.iter().find(|s| s.name == name)
+}
+
 impl FscSweep {
-    /// Every run, with `seeds` seeds (default: the sweep's), `steps` as `max_batch`
-    /// (default: the paper's) and `set` applied last to every run.
+    /// The factors and their values, in order.
+    pub fn factor_values(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        self.factors
+    }
+
+    /// Every run with `seeds` seeds (default: the sweep's), `steps` training steps (default:
+    /// the paper's 40000) and the overrides `set` applied to every run.
     pub fn runs<S: AsRef<str>>(
         &self,
         seeds: Option<usize>,
@@ -95,9 +108,11 @@ impl FscSweep {
                 let mut o: Vec<String> = self.base.iter().map(|s| s.to_string()).collect();
                 o.extend(combo.iter().map(|(k, v)| format!("{k}={v}")));
                 o.push(format!("seed={seed}"));
-                o.extend(steps.map(|s| format!("max_batch={s}")));
+                if let Some(s) = steps {
+                    o.push(format!("max_batch={s}"));
+                }
                 o.extend(set.iter().map(|s| s.as_ref().to_string()));
-                let config = FscConfig::default().with_overrides(&o)?.resolved();
+                let config = FscConfig::default().with_overrides(&o)?;
                 let name = combo
                     .iter()
                     .map(|(_, v)| v.as_str())
@@ -111,6 +126,38 @@ impl FscSweep {
             }
         }
         Ok(runs)
+    }
+}
+
+impl FscSweepRun {
+    /// The estimated peak memory of training this run with `threads` threads.
+    pub fn memory(&self, threads: usize) -> FscMemoryEstimate {
+        memory::estimate(&self.config, threads)
+    }
+
+    /// Writes the run's configuration into `dir` (created if needed), so that `plastic
+    /// train --resume DIR` trains it; a folder that already holds a different
+    /// configuration is an error (a sweep folder never mixes settings).
+    pub fn prepare(&self, dir: &Path) -> Result<()> {
+        let resolved = self.config.resolved();
+        if dir.join(files::CONFIG).exists() {
+            let existing = read_config(dir)?;
+            if existing != resolved {
+                return Err(Error::Config(format!(
+                    "{} holds a run with another configuration than this sweep's; move it \
+                     away or use another --out",
+                    dir.display()
+                )));
+            }
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        write_atomic(&dir.join(files::CONFIG), resolved.to_toml().as_bytes())
+    }
+
+    /// Whether the run in `dir` has finished (its test result is written).
+    pub fn is_finished(dir: &Path) -> bool {
+        dir.join(files::TEST).exists()
     }
 }
 
@@ -141,31 +188,6 @@ pub fn check_data<'a>(configs: impl IntoIterator<Item = &'a FscConfig>) -> Resul
     }
 }
 
-/// Whether the run in `dir` has finished (has its test result).
-pub fn is_finished(dir: &Path) -> bool {
-    dir.join(files::TEST).exists()
-}
-
-/// Makes `dir` a run folder of `config` (its `config.toml`), to be trained by resuming it;
-/// a folder that already holds a run must hold the same configuration, so that a sweep
-/// folder never mixes settings.
-pub fn prepare(dir: &Path, config: &FscConfig) -> Result<()> {
-    let config = config.resolved();
-    config.validate()?;
-    if dir.join(files::CONFIG).exists() {
-        if crate::run::read_config(dir)? != config {
-            return Err(Error::Config(format!(
-                "{} holds a run with a different configuration; refusing to mix results \
-                 (remove it or use another output folder)",
-                dir.display()
-            )));
-        }
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    plastic::io::write_atomic(&dir.join(files::CONFIG), config.to_toml().as_bytes())
-}
-
 /// Seconds per multiply-add of the CNN's convolutions in a training step (forward and both
 /// backward products), and per plastic weight, episode and step of the RNN by rule: CPU
 /// time of `plastic bench --fsc` and of the core's `plastic bench` divided by the 2 cores
@@ -177,29 +199,13 @@ const RNN_NS_PER_WEIGHT_STEP: [(Rule, f64); 3] = [
     (Rule::None, 0.25),
 ];
 
-/// Convolution multiply-adds per image of the ProtoNet forward pass.
+/// Multiply-adds per image of the CNN's forward pass (its 3×3 convolutions).
 fn cnn_macs_per_image(c: &FscConfig) -> f64 {
-    let (mut side, mut cin, w) = (c.image_dataset.kind().image_size(), 3, c.cnn_width);
-    let mut macs = 0.0;
-    for _ in 0..crate::cnn::BLOCKS {
-        macs += (cin * 9 * w * side * side) as f64;
-        side /= 2;
-        cin = w;
-    }
-    macs
-}
-
-/// The floats of the CNN's tape per image (each block's input and normalised output),
-/// kept from the forward pass to the backward pass for every step of the episode.
-fn cnn_tape_per_image(c: &FscConfig) -> f64 {
-    let (mut side, mut cin, w) = (c.image_dataset.kind().image_size(), 3, c.cnn_width);
-    let mut floats = 0.0;
-    for _ in 0..crate::cnn::BLOCKS {
-        floats += ((cin + w) * side * side) as f64;
-        side /= 2;
-        cin = w;
-    }
-    floats
+    c.backbone()
+        .convs()
+        .iter()
+        .map(|&(cin, cout, side)| (9 * cin * cout * side * side) as f64)
+        .sum()
 }
 
 /// Weights of the plastic RNN's maps without input layer (`rec.w_h`, `rec.w_i`, `out`).
@@ -213,19 +219,9 @@ fn rnn_weights(c: &FscConfig) -> f64 {
     (2 * h * gh + h * d) as f64
 }
 
-/// Images per phase of the data set (`docs/fsc.md` §1: 64/16/20 classes of 600 images;
-/// the procedural set as configured).
-fn dataset_images(c: &FscConfig) -> f64 {
-    let per_class = match c.image_dataset {
-        ImageSource::Procedural => c.procedural_images,
-        _ => 600,
-    };
-    (100 * per_class) as f64
-}
-
 /// The estimated seconds of one training step (forward, backward, update) of `c`.
 pub fn step_seconds(c: &FscConfig) -> f64 {
-    let images = (c.batch_size * 2 * c.way) as f64;
+    let images = (c.batch_size * c.way * (c.shot + c.query)) as f64;
     let cnn = 3.0 * cnn_macs_per_image(c) * images * CNN_S_PER_MAC;
     let ns = RNN_NS_PER_WEIGHT_STEP
         .iter()
@@ -243,37 +239,108 @@ pub fn estimate_seconds(c: &FscConfig) -> f64 {
     step_seconds(c) * ((c.max_batch + 1) as f64 + logs * c.test_batch as f64 / 3.0)
 }
 
-/// The estimated peak memory of a run of `c` in bytes: the three phases' images (uint8),
-/// the CNN's tape of one training step (all `T` steps' activations), the parameters with
-/// gradient, best copy and AdamW moments, and the plastic RNN's per-thread workspaces and
-/// records; `threads` worker threads.
-pub fn estimate_memory_bytes(c: &FscConfig, threads: usize) -> f64 {
-    let float = if c.dtype == "f64" { 8.0 } else { 4.0 };
-    let s = c.image_dataset.kind().image_size() as f64;
-    let images = (c.batch_size * 2 * c.way) as f64;
-    let data = dataset_images(c) * s * s * 3.0;
-    // the tape, and the step's images in the sampler's and the model's layout
-    let cnn = images * (1.15 * cnn_tape_per_image(c) + 2.0 * 3.0 * s * s);
-    let n = c.network_config();
-    let (h, gh) = (n.hidden_size as f64, (n.gates() * n.hidden_size) as f64);
-    let side = c.image_dataset.kind().image_size() >> crate::cnn::BLOCKS;
-    let params = {
-        let proj = (c.cnn_width * side * side * (n.hidden_size - c.way)) as f64;
-        let cnn_params = 9.0 * (c.cnn_width * (3 + 3 * c.cnn_width)) as f64;
-        // the RNN's weights and their α
-        2.0 * rnn_weights(c) + proj + cnn_params
-    };
-    let plastic = if n.is_plastic() { rnn_weights(c) } else { 0.0 };
-    let t = (2 * c.way) as f64;
-    let rnn = threads.max(1) as f64 * (t + 2.0) * plastic + images * 8.0 * (h + gh);
-    // params, gradient, best, AdamW m, v, v_max, the checkpoint's copies
-    let base = 64e6;
-    base + data + float * (cnn + 10.0 * params + rnn)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cnn::BackboneConfig;
+
+    #[test]
+    fn fsc_resnet_is_the_references_experiment() {
+        let s = find("fsc_resnet").unwrap();
+        let runs = s.runs::<&str>(None, None, &[]).unwrap();
+        assert_eq!(runs.len(), 2 * 3 * 2 * 4);
+        // the reference's order: data set × rule × cell, then seeds
+        assert_eq!(runs[0].name, "cifar_fs-gradient-rnn-s0");
+        assert_eq!(runs[4].name, "cifar_fs-gradient-lstm-s0");
+        assert_eq!(runs[47].name, "mini_imagenet-none-lstm-s3");
+        for r in &runs {
+            let c = &r.config;
+            assert_eq!((c.max_batch, c.batch_size, c.log_every), (40000, 64, 1000));
+            let BackboneConfig::ResNet12(cnn) = c.backbone() else {
+                panic!("{}: not ResNet-12", r.name)
+            };
+            assert_eq!(cnn.widths, [64, 160, 320, 640]);
+            assert_eq!(cnn.drop_rate, 0.1);
+            let size = c.image_dataset.kind().image_size();
+            assert_eq!(cnn.dropblock_size, if size == 84 { 5 } else { 2 });
+        }
+        // the paper's hidden sizes (docs/fsc.md §5.2)
+        let h: Vec<usize> = runs[..24]
+            .iter()
+            .step_by(4)
+            .map(|r| r.config.hidden())
+            .collect();
+        assert_eq!(h, [512, 256, 512, 256, 768, 384]);
+        let quick = s.runs(Some(1), Some(10), &["test_batch=2"]).unwrap();
+        assert_eq!(quick.len(), 12);
+        assert!(quick
+            .iter()
+            .all(|r| r.config.max_batch == 10 && r.config.test_batch == 2));
+        assert!(s.runs(None, None, &["cnn_width=3"]).is_err());
+    }
+
+    #[test]
+    fn parameter_counts_are_the_references() {
+        // docs/fsc.md §5.1–§5.2: the CNN alone, then whole models (CNN, projection, RNN)
+        let runs = find("fsc_resnet")
+            .unwrap()
+            .runs::<&str>(Some(1), None, &[])
+            .unwrap();
+        assert_eq!(runs[0].config.backbone().param_len(), 12_424_320);
+        let total = |k: usize| {
+            let c = &runs[k].config;
+            let shape = crate::model::FscConfig {
+                cnn: c.backbone(),
+                network: c.network_config(),
+                extra_input_dim: c.way,
+            };
+            let f = shape.cnn.feature_size();
+            let rnn = plastic::Network::<f32>::new(shape.network.clone(), 0)
+                .unwrap()
+                .params()
+                .len();
+            shape.cnn.param_len() + (f + 1) * shape.proj_size() + rnn
+        };
+        // CIFAR-FS RNN/LSTM gradient, miniImageNet RNN/LSTM none
+        assert_eq!(total(0), 14_783_641);
+        assert_eq!(total(1), 14_124_953);
+        assert_eq!(total(10), 25_821_967);
+        assert_eq!(total(11), 19_675_279);
+    }
+
+    #[test]
+    fn memory_grows_with_the_image_size_and_is_dominated_by_activations() {
+        let runs = find("fsc_resnet")
+            .unwrap()
+            .runs::<&str>(Some(1), None, &[])
+            .unwrap();
+        let cifar = runs[0].memory(2);
+        let mini = runs[6].memory(2);
+        assert!(mini.total() > 3.0 * cifar.total(), "{cifar} vs {mini}");
+        assert!(cifar.cnn_tape > cifar.rnn, "{cifar}");
+        // 640 images × 617,984 floats × 4 bytes (docs/fsc.md §5.1 sizes)
+        assert!(
+            (cifar.cnn_tape - 640.0 * 617_984.0 * 4.0).abs() < 1.0,
+            "{cifar}"
+        );
+    }
+
+    #[test]
+    fn prepared_folders_hold_the_configuration_and_refuse_another() {
+        let dir = std::env::temp_dir().join(format!("plastic-fsc-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let runs = find("fsc_resnet")
+            .unwrap()
+            .runs::<&str>(Some(1), Some(3), &[])
+            .unwrap();
+        runs[0].prepare(&dir).unwrap();
+        assert_eq!(read_config(&dir).unwrap(), runs[0].config.resolved());
+        runs[0].prepare(&dir).unwrap();
+        let e = runs[1].prepare(&dir).unwrap_err().to_string();
+        assert!(e.contains("another configuration"), "{e}");
+        assert!(!FscSweepRun::is_finished(&dir));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn fsc_sweep_is_the_references_experiment() {
@@ -285,13 +352,13 @@ mod tests {
                 .find(|r| r.name == name)
                 .unwrap_or_else(|| panic!("{name}"))
                 .config
-                .hidden_size
+                .hidden()
         };
         // docs/fsc.md §5.2
-        assert_eq!(hidden("cifar_fs-gradient-rnn-s0"), Some(512));
-        assert_eq!(hidden("cifar_fs-hebbian-lstm-s3"), Some(256));
-        assert_eq!(hidden("mini_imagenet-none-rnn-s1"), Some(768));
-        assert_eq!(hidden("mini_imagenet-none-lstm-s2"), Some(384));
+        assert_eq!(hidden("cifar_fs-gradient-rnn-s0"), 512);
+        assert_eq!(hidden("cifar_fs-hebbian-lstm-s3"), 256);
+        assert_eq!(hidden("mini_imagenet-none-rnn-s1"), 768);
+        assert_eq!(hidden("mini_imagenet-none-lstm-s2"), 384);
         for r in &runs {
             let c = &r.config;
             assert_eq!(
@@ -299,7 +366,7 @@ mod tests {
                 (40000, 1000, 200, 64)
             );
             assert_eq!((c.lr, c.wdecay, c.grad_clip), (1e-3, 5e-4, 5.0));
-            assert_eq!(c.cnn, "protonet");
+            assert!(matches!(c.backbone(), BackboneConfig::ProtoNet(_)));
             assert_eq!(c.cnn_width, 64);
             assert!(r.name.starts_with(c.image_dataset.as_str()), "{}", r.name);
         }
@@ -311,7 +378,6 @@ mod tests {
         assert_eq!(order[6], "mini_imagenet-gradient-rnn-s0");
         let names: BTreeSet<_> = runs.iter().map(|r| r.name.clone()).collect();
         assert_eq!(names.len(), runs.len());
-        // steps and overrides
         let short = s.runs(Some(1), Some(3), &["test_batch=2"]).unwrap();
         assert_eq!(short.len(), 12);
         assert!(short
@@ -342,22 +408,23 @@ mod tests {
     }
 
     #[test]
-    fn estimates_grow_with_image_size_and_plasticity() {
-        let runs = find("fsc")
+    fn time_estimates_grow_with_image_size_plasticity_and_the_cnn() {
+        let fsc = find("fsc").unwrap().runs::<&str>(Some(1), None, &[]).unwrap();
+        let resnet = find("fsc_resnet")
             .unwrap()
             .runs::<&str>(Some(1), None, &[])
             .unwrap();
-        let get = |name: &str| &runs.iter().find(|r| r.name == name).unwrap().config;
-        let (small, large) = (
-            get("cifar_fs-gradient-rnn-s0"),
-            get("mini_imagenet-gradient-rnn-s0"),
-        );
-        assert!(step_seconds(large) > 5.0 * step_seconds(small));
-        assert!(estimate_memory_bytes(large, 2) > 3.0 * estimate_memory_bytes(small, 2));
+        let get = |runs: &[FscSweepRun], name: &str| {
+            runs.iter().find(|r| r.name == name).unwrap().config.clone()
+        };
+        let small = get(&fsc, "cifar_fs-gradient-rnn-s0");
+        let large = get(&fsc, "mini_imagenet-gradient-rnn-s0");
+        assert!(step_seconds(&large) > 5.0 * step_seconds(&small));
         assert!(
-            step_seconds(get("cifar_fs-none-rnn-s0")) < step_seconds(small),
+            step_seconds(&get(&fsc, "cifar_fs-none-rnn-s0")) < step_seconds(&small),
             "the plastic RNN costs more than the plain one"
         );
-        assert!(estimate_seconds(small) > 40001.0 * step_seconds(small));
+        assert!(step_seconds(&get(&resnet, "cifar_fs-gradient-rnn-s0")) > 10.0 * step_seconds(&small));
+        assert!(estimate_seconds(&small) > 40001.0 * step_seconds(&small));
     }
 }
