@@ -28,7 +28,7 @@ fn list_shows_every_run_with_its_memory() {
     assert!(out.contains("mini_imagenet-none-lstm-s3"), "{out}");
     let rows = out
         .lines()
-        .filter(|l| l.starts_with("  ") && l.contains(" memory "))
+        .filter(|l| l.starts_with("  ") && l.contains(" peak ~"))
         .count();
     assert_eq!(rows, 48, "{out}");
     assert!(out.contains("CNN activations kept for backward"), "{out}");

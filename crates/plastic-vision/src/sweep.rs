@@ -144,8 +144,8 @@ impl FscSweepRun {
             let existing = read_config(dir)?;
             if existing != resolved {
                 return Err(Error::Config(format!(
-                    "{} holds a run with another configuration than this sweep's; move it \
-                     away or use another --out",
+                    "{} holds a run with a different configuration than this sweep's; refusing to \
+                     mix results (move it away or use another --out)",
                     dir.display()
                 )));
             }
@@ -337,7 +337,7 @@ mod tests {
         assert_eq!(read_config(&dir).unwrap(), runs[0].config.resolved());
         runs[0].prepare(&dir).unwrap();
         let e = runs[1].prepare(&dir).unwrap_err().to_string();
-        assert!(e.contains("another configuration"), "{e}");
+        assert!(e.contains("different configuration"), "{e}");
         assert!(!FscSweepRun::is_finished(&dir));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -51,10 +51,11 @@ pub fn list(args: &SweepArgs, sweep: &FscSweep) -> Result<()> {
     row(sweep.name, runs.len(), secs, sweep.about);
     for r in &runs {
         println!(
-            "  {:<32} memory {:>10}  (~{})",
+            "  {:<32} peak ~{:>10}  (~{}; H {})",
             r.name,
             human_bytes(r.memory(threads).total()),
-            human(estimate_seconds(r))
+            human(estimate_seconds(r)),
+            r.config.hidden()
         );
     }
     if let Some(r) = runs.first() {
