@@ -328,6 +328,16 @@ struct CheckpointState {
     elapsed_s: f64,
 }
 
+/// How many of the `batch` training episodes of `step` are retrieval episodes under the
+/// curriculum `retrieval_steps` (`docs/fsc.md` §11): a share falling linearly from all at
+/// step 0 to none at step `retrieval_steps` (rounded up), none without the curriculum.
+pub fn retrieval_episodes(step: usize, retrieval_steps: usize, batch: usize) -> usize {
+    if step >= retrieval_steps {
+        return 0;
+    }
+    (batch * (retrieval_steps - step)).div_ceil(retrieval_steps)
+}
+
 /// The episode samplers of the three phases.
 #[derive(Debug, Clone)]
 pub struct FscData {
@@ -846,10 +856,13 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
                 let elapsed = elapsed0 + started.elapsed().as_secs_f64();
                 self.log(step, elapsed, observer)?;
             }
-            let batch = self
-                .data
-                .train
-                .batch::<F>(c.seed, step as u64, c.batch_size);
+            let retrieval = retrieval_episodes(step, c.retrieval_steps, c.batch_size);
+            let batch = self.data.train.batch_with_retrieval::<F>(
+                c.seed,
+                step as u64,
+                c.batch_size,
+                retrieval,
+            );
             let mut r = self.model.train_step(&batch)?;
             if !r.loss.is_finite() || r.grads.iter().any(|v| !v.is_finite()) {
                 return Err(Error::Diverged(format!(
