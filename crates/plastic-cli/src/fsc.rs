@@ -442,3 +442,27 @@ fn peak_rss_mb() -> f64 {
         })
         .map_or(f64::NAN, |kb| kb * 1024.0 / 1e6)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plastic::config::{CellKind, Rule};
+    use plastic_vision::ImageSource;
+
+    /// The demo's settings are those the README and `docs/fsc.md` §11 state, and the
+    /// curriculum stays off in the reference protocol.
+    #[test]
+    fn demo_settings_are_the_documented_ones() {
+        let c = FscConfig::default().with_overrides(DEMO_SETTINGS).unwrap();
+        assert_eq!(c.image_dataset, ImageSource::Procedural);
+        assert_eq!((c.rnn, c.plasticity), (CellKind::Rnn, Rule::Gradient));
+        assert_eq!((c.cnn_width, c.hidden(), c.batch_size), (16, 64, 16));
+        assert_eq!((c.max_batch, c.lr, c.retrieval_steps), (4000, 2e-3, 3000));
+        assert_eq!(
+            (c.log_every, c.test_batch, c.procedural_images),
+            (200, 40, 200)
+        );
+        assert!(!c.randomize_train_order);
+        assert_eq!(FscConfig::default().retrieval_steps, 0);
+    }
+}

@@ -909,6 +909,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_retrieval_share_falls_linearly_to_none() {
+        let share: Vec<usize> = [0, 1, 500, 1499, 1500, 2999, 3000, 4000]
+            .iter()
+            .map(|&step| retrieval_episodes(step, 3000, 16))
+            .collect();
+        assert_eq!(share, [16, 16, 14, 9, 8, 1, 0, 0]);
+        // off: never
+        assert_eq!(retrieval_episodes(0, 0, 16), 0);
+    }
+
+    #[test]
     fn accuracy_interval_is_1_96_standard_errors() {
         let (acc, ci) = accuracy_ci95(3, 4);
         // scores 1,1,1,0: mean 0.75, sample std sqrt(0.25), se 0.25
