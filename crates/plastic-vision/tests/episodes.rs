@@ -245,7 +245,7 @@ fn retrieval_batches_show_each_query_its_supports_image() {
         s.batch::<f32>(5, 3, 6),
         s.batch_with_retrieval::<f32>(5, 3, 6, 6),
     );
-    check_structure(&retrieval, s.dataset(), &config);
+    check_structure(&plain, s.dataset(), &config);
     let (steps, begin) = (config.steps(), config.test_begin());
     // Same classes, supports, labels and order as the ordinary batch.
     assert_eq!(retrieval.labels, plain.labels);
