@@ -154,13 +154,13 @@ impl FscObserver for Progress {
 /// The procedural demo's settings (README, "One-shot image classification"; `docs/fsc.md`
 /// §11): a small model (ProtoNet of 16 channels, RNN with the gradient rule, H 64,
 /// 16 episodes per batch, lr 2e-3) making 4001 updates, under the retrieval curriculum
-/// `retrieval_steps = 3000`: the share of training episodes whose queries repeat a
-/// support's input falls linearly from all at step 0 to none at step 3000. Without it the
-/// network stays at chance for the whole budget (the output stays uniform); with it, it
-/// first learns to bind labels to inputs and then to compare images of a class.
-/// `randomize_train_order = false` (docs/fsc.md §4) labels supports in their shown order,
-/// so that a query's label says nothing about its class and only comparing it with the
-/// supports helps. Validation and test episodes are ordinary ones.
+/// `retrieval_steps = 3000`: every training episode's queries repeat a support's input for
+/// the first 1500 steps, then that share falls linearly to none at step 3000. Without the
+/// curriculum the network stays at chance for the whole budget (its output stays uniform);
+/// with it, it first learns to bind labels to inputs and then to compare images of a
+/// class. `randomize_train_order = false` (docs/fsc.md §4) labels supports in their shown
+/// order, so that a query's label says nothing about its class and only comparing it with
+/// the supports helps. Validation and test episodes are ordinary ones.
 pub const DEMO_SETTINGS: &[&str] = &[
     "image_dataset=procedural",
     "procedural_images=200",

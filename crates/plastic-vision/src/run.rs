@@ -329,13 +329,17 @@ struct CheckpointState {
 }
 
 /// How many of the `batch` training episodes of `step` are retrieval episodes under the
-/// curriculum `retrieval_steps` (`docs/fsc.md` §11): a share falling linearly from all at
-/// step 0 to none at step `retrieval_steps` (rounded up), none without the curriculum.
+/// curriculum `retrieval_steps` = R (`docs/fsc.md` §11): all of them for the first R/2
+/// steps, then a share falling linearly to none at step R (rounded up), none without the
+/// curriculum.
 pub fn retrieval_episodes(step: usize, retrieval_steps: usize, batch: usize) -> usize {
     if step >= retrieval_steps {
         return 0;
     }
-    (batch * (retrieval_steps - step)).div_ceil(retrieval_steps)
+    // share = min(1, 2 (R − step) / R)
+    (2 * batch * (retrieval_steps - step))
+        .div_ceil(retrieval_steps)
+        .min(batch)
 }
 
 /// The episode samplers of the three phases.
@@ -909,12 +913,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_retrieval_share_falls_linearly_to_none() {
-        let share: Vec<usize> = [0, 1, 500, 1499, 1500, 2999, 3000, 4000]
+    fn the_retrieval_share_holds_then_falls_linearly_to_none() {
+        let share: Vec<usize> = [0, 1, 1500, 1501, 2250, 2999, 3000, 4000]
             .iter()
             .map(|&step| retrieval_episodes(step, 3000, 16))
             .collect();
-        assert_eq!(share, [16, 16, 14, 9, 8, 1, 0, 0]);
+        assert_eq!(share, [16, 16, 16, 16, 8, 1, 0, 0]);
         // off: never
         assert_eq!(retrieval_episodes(0, 0, 16), 0);
     }
