@@ -11,7 +11,7 @@
 //! poorly (25% on 5-way 1-shot episodes, chance 20%), while the arrangement of shapes is the
 //! same in every image of a class and learnable by a small CNN (`docs/fsc.md` §11; an
 //! earlier, harder version with clutter strokes, colour gradients and four times the pose
-//! variation could not be learned within the demo's budget).
+//! variation stayed at chance in the demo's runs).
 //!
 //! Classes are split like the real data sets (by default 64 / 16 / 20 train / val / test
 //! classes with distinct category ids 0..64, 64..80, 80..100), generation is seeded and
