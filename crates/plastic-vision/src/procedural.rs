@@ -9,7 +9,7 @@
 //! and ±3% size) and uniform pixel noise (standard deviation 0.03). Colour, lightness
 //! polarity and position carry no class information, so nearest neighbour on raw pixels does
 //! poorly (25% on 5-way 1-shot episodes, chance 20%), while the arrangement of shapes is the
-//! same in every image of a class and learnable by a small CNN (`docs/fsc.md` §11; an
+//! same in every image of a class (`docs/fsc.md` §11; an
 //! earlier, harder version with clutter strokes, colour gradients and four times the pose
 //! variation stayed at chance in the demo's runs).
 //!
