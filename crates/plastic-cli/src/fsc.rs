@@ -151,15 +151,20 @@ impl FscObserver for Progress {
     }
 }
 
-/// The procedural demo's settings: a small model (ProtoNet of 16 channels, RNN H 64,
-/// 16 episodes per batch) that makes 4001 updates in about 7 minutes on one loaded core;
-/// `randomize_train_order = false` (docs/fsc.md §4) labels supports in their shown order,
-/// so that a query's label says nothing about its class and only comparing it with the
-/// supports helps.
+/// The procedural demo's settings (README, "One-shot image classification"; `docs/fsc.md`
+/// §11): a small model (ProtoNet of 16 channels, RNN with the gradient rule, H 64,
+/// 16 episodes per batch, lr 2e-3) making 4001 updates, under the retrieval curriculum
+/// `retrieval_steps = 3000`: every training episode's queries repeat a support's input for
+/// the first 1500 steps, then that share falls linearly to none at step 3000.
+/// `randomize_train_order = false` (docs/fsc.md §4) labels supports in their shown
+/// order, so that a query's label says nothing about its class and only comparing it with
+/// the supports helps. Validation and test episodes are ordinary ones.
 ///
-/// Known open problem (issue 9, item 7): with these settings, and with every other small
-/// setting tried so far (≤ 4000 updates), the validation accuracy stays at chance (about
-/// 20%), below the raw-pixel 1-NN baseline (about 25%); the bar is not met yet.
+/// Known open problem (issue 9, item 7): leaving the uniform-output plateau is a matter of
+/// chance at this budget. One run of these settings (with the share falling linearly from
+/// step 0) reached 56% test accuracy against 26% for the raw-pixel 1-NN; the other runs
+/// with the curriculum, this configuration on seed 0 included, stayed at chance
+/// (`docs/fsc.md` §11).
 pub const DEMO_SETTINGS: &[&str] = &[
     "image_dataset=procedural",
     "procedural_images=200",
@@ -169,6 +174,7 @@ pub const DEMO_SETTINGS: &[&str] = &[
     "hidden_size=64",
     "batch_size=16",
     "randomize_train_order=false",
+    "retrieval_steps=3000",
     "lr=2e-3",
     "max_batch=4000",
     "log_every=200",
@@ -691,6 +697,25 @@ fn peak_rss_mb() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plastic::config::{CellKind, Rule};
+    use plastic_vision::ImageSource;
+
+    /// The demo's settings are those the README and `docs/fsc.md` §11 state, and the
+    /// curriculum stays off in the reference protocol.
+    #[test]
+    fn demo_settings_are_the_documented_ones() {
+        let c = FscConfig::default().with_overrides(DEMO_SETTINGS).unwrap();
+        assert_eq!(c.image_dataset, ImageSource::Procedural);
+        assert_eq!((c.rnn, c.plasticity), (CellKind::Rnn, Rule::Gradient));
+        assert_eq!((c.cnn_width, c.hidden(), c.batch_size), (16, 64, 16));
+        assert_eq!((c.max_batch, c.lr, c.retrieval_steps), (4000, 2e-3, 3000));
+        assert_eq!(
+            (c.log_every, c.test_batch, c.procedural_images),
+            (200, 40, 200)
+        );
+        assert!(!c.randomize_train_order);
+        assert_eq!(FscConfig::default().retrieval_steps, 0);
+    }
 
     #[test]
     fn the_bench_row_relates_ours_to_the_reference() {
@@ -701,7 +726,7 @@ mod tests {
             peak_mb: 500.0,
         };
         let row = bench_row(case, &f);
-        let r = &case.reference;
+        let r = case.reference.as_ref().unwrap();
         let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
         assert_eq!(cells[0], case.name);
         assert_eq!(cells[1], "9000 (8000–10000)");

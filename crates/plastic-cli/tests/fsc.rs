@@ -1,6 +1,7 @@
 //! `plastic train --task fsc`, `plastic fsc-demo` and `plastic bench --fsc` end to end on
 //! tiny settings: procedural data → ProtoNet → projection → plastic RNN → loss → AdamW
-//! step, validation, checkpoint, resume, test against the 1-NN baseline, figure.
+//! step (the demo's under its retrieval curriculum), validation, checkpoint, resume, test
+//! against the 1-NN baseline, figure.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -166,4 +167,7 @@ fn demo_writes_its_figure() {
     assert!(text.contains("raw-pixel 1-NN"), "{text}");
     assert!(out.join("fsc_demo.png").exists() && out.join("fsc_demo.svg").exists());
     assert!(out.join("run").join("test.json").exists());
+    // the demo trains under its retrieval curriculum (every tiny step is a mixed batch)
+    let config = std::fs::read_to_string(out.join("run").join("config.toml")).unwrap();
+    assert!(config.contains("retrieval_steps = 3000"), "{config}");
 }

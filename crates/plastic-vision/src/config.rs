@@ -146,6 +146,12 @@ pub struct FscConfig {
     pub query: usize,
     /// Keep the drawn labels (the reference's default); false relabels supports in order.
     pub randomize_train_order: bool,
+    /// Optional curriculum, off (0) by default and in every paper experiment: the first
+    /// `retrieval_steps` training steps use retrieval episodes, whose queries show their
+    /// supports' own images (augmented anew), so that the network learns to bind labels to
+    /// images before it must generalise over a class (`docs/fsc.md` §11).
+    #[serde(default)]
+    pub retrieval_steps: usize,
     /// Episodes per batch.
     pub batch_size: usize,
     /// AdamW learning rate.
@@ -194,6 +200,7 @@ impl Default for FscConfig {
             shot: 1,
             query: 1,
             randomize_train_order: true,
+            retrieval_steps: 0,
             batch_size: 64,
             lr: 1e-3,
             wdecay: 5e-4,

@@ -209,7 +209,10 @@ impl EpisodeSampler {
 
     /// Draws one episode's classes and images (`docs/fsc.md` §3) and lays them out as the
     /// sequence of §4.
-    fn plan(&self, rng: &mut Rng) -> EpisodePlan {
+    /// With `retrieval`, each query shows the image of one of its class's supports instead of
+    /// another image of the class (the retrieval curriculum, `docs/fsc.md` §11); the random
+    /// draws are the same either way.
+    fn plan(&self, rng: &mut Rng, retrieval: bool) -> EpisodePlan {
         let EpisodeConfig {
             way, shot, query, ..
         } = self.config;
@@ -223,7 +226,12 @@ impl EpisodeSampler {
             let pool = ds.class_images(class);
             let picked = sample_without_replacement(rng, pool.len(), query + shot);
             // The first `query` picks are queries, the next `shot` supports.
-            for &i in &picked[..query] {
+            for (j, &i) in picked[..query].iter().enumerate() {
+                let i = if retrieval {
+                    picked[query + j % shot]
+                } else {
+                    i
+                };
                 queries.push((pool[i], k));
             }
             for &i in &picked[query..] {
@@ -258,6 +266,22 @@ impl EpisodeSampler {
     /// The batch of `batch` episodes for (`seed`, phase, `step`): the same arguments give
     /// the same batch on any thread count.
     pub fn batch<F: Float>(&self, seed: u64, step: u64, batch: usize) -> FscBatch<F> {
+        self.batch_with_retrieval(seed, step, batch, 0)
+    }
+
+    /// [`EpisodeSampler::batch`] with its first `retrieval` episodes (at most `batch`) turned
+    /// into retrieval episodes: the same classes, supports, labels and order, but each query
+    /// repeats the input of the support of its label exactly (the same image, the same
+    /// augmentation), so that answering needs only recognising an input already seen, not
+    /// generalising over a class (the optional curriculum `retrieval_steps`, `docs/fsc.md`
+    /// §11). The other episodes are those of the ordinary batch.
+    pub fn batch_with_retrieval<F: Float>(
+        &self,
+        seed: u64,
+        step: u64,
+        batch: usize,
+        retrieval: usize,
+    ) -> FscBatch<F> {
         let steps = self.config.steps();
         let way = self.config.way;
         let kind = self.dataset.kind();
@@ -268,9 +292,20 @@ impl EpisodeSampler {
             .enumerate()
             .map(|(b, out)| {
                 let mut rng = self.episode_rng(seed, step, b);
-                let plan = self.plan(&mut rng);
+                let retrieval = b < retrieval;
+                let plan = self.plan(&mut rng, retrieval);
                 let mut buf = vec![0.0f32; image_len];
+                let test_begin = self.config.test_begin();
                 for (t, &i) in plan.images.iter().enumerate() {
+                    if retrieval && t >= test_begin {
+                        // the very tensor of the support of its label (`plan`: the same image)
+                        let label = plan.labels[t];
+                        let j = (0..test_begin)
+                            .find(|&j| plan.labels[j] == label)
+                            .expect("every label has a support");
+                        out.copy_within(j * image_len..(j + 1) * image_len, t * image_len);
+                        continue;
+                    }
                     let rng = self.config.augment.then_some(&mut rng);
                     augment::preprocess(self.dataset.image(i), kind, rng, &mut buf);
                     let dst = &mut out[t * image_len..(t + 1) * image_len];

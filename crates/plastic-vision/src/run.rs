@@ -323,6 +323,20 @@ struct CheckpointState {
     elapsed_s: f64,
 }
 
+/// How many of the `batch` training episodes of `step` are retrieval episodes under the
+/// curriculum `retrieval_steps` = R (`docs/fsc.md` §11): all of them for the first R/2
+/// steps, then a share falling linearly to none at step R (rounded up), none without the
+/// curriculum.
+pub fn retrieval_episodes(step: usize, retrieval_steps: usize, batch: usize) -> usize {
+    if step >= retrieval_steps {
+        return 0;
+    }
+    // share = min(1, 2 (R − step) / R)
+    (2 * batch * (retrieval_steps - step))
+        .div_ceil(retrieval_steps)
+        .min(batch)
+}
+
 /// The episode samplers of the three phases.
 #[derive(Debug, Clone)]
 pub struct FscData {
@@ -841,10 +855,13 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
                 let elapsed = elapsed0 + started.elapsed().as_secs_f64();
                 self.log(step, elapsed, observer)?;
             }
-            let batch = self
-                .data
-                .train
-                .batch::<F>(c.seed, step as u64, c.batch_size);
+            let retrieval = retrieval_episodes(step, c.retrieval_steps, c.batch_size);
+            let batch = self.data.train.batch_with_retrieval::<F>(
+                c.seed,
+                step as u64,
+                c.batch_size,
+                retrieval,
+            );
             let mut r = self.model.train_step(&batch)?;
             if !r.loss.is_finite() || r.grads.iter().any(|v| !v.is_finite()) {
                 return Err(Error::Diverged(format!(
@@ -889,6 +906,17 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_retrieval_share_holds_then_falls_linearly_to_none() {
+        let share: Vec<usize> = [0, 1, 1500, 1501, 2250, 2999, 3000, 4000]
+            .iter()
+            .map(|&step| retrieval_episodes(step, 3000, 16))
+            .collect();
+        assert_eq!(share, [16, 16, 16, 16, 8, 1, 0, 0]);
+        // off: never
+        assert_eq!(retrieval_episodes(0, 0, 16), 0);
+    }
 
     #[test]
     fn accuracy_interval_is_1_96_standard_errors() {

@@ -236,3 +236,48 @@ fn batches_are_deterministic_and_thread_count_independent() {
         .zip(&one.images)
         .all(|(&w, &n)| w as f32 == n));
 }
+
+#[test]
+fn retrieval_batches_show_each_query_its_supports_image() {
+    let config = EpisodeConfig::fsc(Phase::Train);
+    let s = sampler(Phase::Train, config.clone());
+    let (plain, retrieval) = (
+        s.batch::<f32>(5, 3, 6),
+        s.batch_with_retrieval::<f32>(5, 3, 6, 6),
+    );
+    check_structure(&plain, s.dataset(), &config);
+    let (steps, begin) = (config.steps(), config.test_begin());
+    // Same classes, supports, labels and order as the ordinary batch.
+    assert_eq!(retrieval.labels, plain.labels);
+    assert_eq!(retrieval.categories, plain.categories);
+    assert_eq!(retrieval.extra_input, plain.extra_input);
+    for b in 0..6 {
+        let ids = |batch: &FscBatch<f32>| batch.image_ids[b * steps..(b + 1) * steps].to_vec();
+        let (p, r) = (ids(&plain), ids(&retrieval));
+        assert_eq!(p[..begin], r[..begin]);
+        for t in begin..steps {
+            // the query is the support image of its label, not another image of the class
+            let label = retrieval.label(b, t);
+            let support = (0..begin)
+                .find(|&j| retrieval.label(b, j) == label)
+                .unwrap();
+            assert_eq!(r[t], r[support]);
+            assert_ne!(p[t], r[support]);
+            // the very same input, augmentation included
+            assert_eq!(retrieval.image(b, t), retrieval.image(b, support));
+        }
+    }
+    // deterministic; a mixed batch has the retrieval episodes first, then ordinary ones
+    assert_eq!(retrieval, s.batch_with_retrieval::<f32>(5, 3, 6, 6));
+    let mixed = s.batch_with_retrieval::<f32>(5, 3, 6, 2);
+    let per_episode = steps * 3 * 32 * 32;
+    assert_eq!(
+        mixed.images[..2 * per_episode],
+        retrieval.images[..2 * per_episode]
+    );
+    assert_eq!(
+        mixed.images[2 * per_episode..],
+        plain.images[2 * per_episode..]
+    );
+    assert_eq!(s.batch_with_retrieval::<f32>(5, 3, 6, 0), plain);
+}
