@@ -409,7 +409,10 @@ mod tests {
 
     #[test]
     fn time_estimates_grow_with_image_size_plasticity_and_the_cnn() {
-        let fsc = find("fsc").unwrap().runs::<&str>(Some(1), None, &[]).unwrap();
+        let fsc = find("fsc")
+            .unwrap()
+            .runs::<&str>(Some(1), None, &[])
+            .unwrap();
         let resnet = find("fsc_resnet")
             .unwrap()
             .runs::<&str>(Some(1), None, &[])
@@ -424,7 +427,9 @@ mod tests {
             step_seconds(&get(&fsc, "cifar_fs-none-rnn-s0")) < step_seconds(&small),
             "the plastic RNN costs more than the plain one"
         );
-        assert!(step_seconds(&get(&resnet, "cifar_fs-gradient-rnn-s0")) > 10.0 * step_seconds(&small));
+        assert!(
+            step_seconds(&get(&resnet, "cifar_fs-gradient-rnn-s0")) > 10.0 * step_seconds(&small)
+        );
         assert!(estimate_seconds(&small) > 40001.0 * step_seconds(&small));
     }
 }
