@@ -28,6 +28,7 @@ pub mod dataset;
 pub mod episodes;
 pub mod model;
 pub mod pickle;
+pub mod pretrain;
 pub mod procedural;
 pub mod run;
 
