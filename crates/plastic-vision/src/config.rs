@@ -389,40 +389,63 @@ impl FscConfig {
     /// `hidden_size=auto` restores the paper's size, `weight_clip=none` turns clipping off).
     pub fn with_overrides<S: AsRef<str>>(&self, overrides: &[S]) -> Result<FscConfig> {
         let mut table = self.table();
-        let defaults = FscConfig::default().table();
-        for o in overrides {
-            let o = o.as_ref();
-            let (k, v) = o
-                .split_once('=')
-                .ok_or_else(|| Error::Config(format!("`{o}` is not of the form key=value")))?;
-            let (k, v) = (k.trim(), v.trim());
-            if !Self::keys().iter().any(|x| x == k) {
-                return Err(Self::unknown_key(k));
-            }
-            if OPTIONAL_KEYS.contains(&k) && matches!(v, "none" | "off" | "auto") {
-                table.remove(k);
-                continue;
-            }
-            let value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
-                Ok(mut t) => t.remove("v").expect("parsed"),
-                Err(_) => toml::Value::String(v.to_string()),
-            };
-            // integers where floats are expected are fine (`lr=1` means 1.0), and so are
-            // numbers where a string is expected (`data_dir=2024`)
-            let value = match (defaults.get(k), value) {
-                (_, toml::Value::Integer(i)) if k == "weight_clip" => toml::Value::Float(i as f64),
-                (Some(toml::Value::Float(_)), toml::Value::Integer(i)) => {
-                    toml::Value::Float(i as f64)
-                }
-                (Some(toml::Value::String(_)), v) if !v.is_str() => {
-                    toml::Value::String(v.to_string())
-                }
-                (_, v) => v,
-            };
-            table.insert(k.to_string(), value);
-        }
+        apply_overrides(
+            &mut table,
+            &FscConfig::default().table(),
+            &Self::keys(),
+            &OPTIONAL_KEYS,
+            &["weight_clip"],
+            overrides,
+            Self::unknown_key,
+        )?;
         Self::from_table(table)
     }
+}
+
+/// Applies `key=value` overrides to a configuration table (shared by the image tasks'
+/// configurations): values in TOML syntax, bare words are strings; a key of `optional`
+/// set to `none`, `off` or `auto` is removed (its value is then derived or off); integers
+/// where `defaults` has a float, or for a key of `optional_floats`, become floats, and
+/// anything where `defaults` has a string becomes a string. An unknown key is `unknown(key)`.
+pub(crate) fn apply_overrides<S: AsRef<str>>(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    keys: &[String],
+    optional: &[&str],
+    optional_floats: &[&str],
+    overrides: &[S],
+    unknown: impl Fn(&str) -> Error,
+) -> Result<()> {
+    for o in overrides {
+        let o = o.as_ref();
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| Error::Config(format!("`{o}` is not of the form key=value")))?;
+        let (k, v) = (k.trim(), v.trim());
+        if !keys.iter().any(|x| x == k) {
+            return Err(unknown(k));
+        }
+        if optional.contains(&k) && matches!(v, "none" | "off" | "auto") {
+            table.remove(k);
+            continue;
+        }
+        let value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
+            Ok(mut t) => t.remove("v").expect("parsed"),
+            Err(_) => toml::Value::String(v.to_string()),
+        };
+        // integers where floats are expected are fine (`lr=1` means 1.0), and so are
+        // numbers where a string is expected (`data_dir=2024`)
+        let value = match (defaults.get(k), value) {
+            (_, toml::Value::Integer(i)) if optional_floats.contains(&k) => {
+                toml::Value::Float(i as f64)
+            }
+            (Some(toml::Value::Float(_)), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
+            (Some(toml::Value::String(_)), v) if !v.is_str() => toml::Value::String(v.to_string()),
+            (_, v) => v,
+        };
+        table.insert(k.to_string(), value);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod pickle;
 pub mod pretrain;
 pub mod procedural;
 pub mod run;
+mod runfiles;
 
 pub use config::{FscConfig, ImageSource};
 pub use dataset::{DatasetKind, ImageDataset, Phase};

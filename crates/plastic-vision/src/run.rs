@@ -248,7 +248,7 @@ pub struct FscLogRow {
 
 impl FscLogRow {
     /// The row as `progress.tsv` writes it (numbers in their shortest exact form).
-    fn tsv(&self) -> String {
+    pub(crate) fn tsv(&self) -> String {
         format!(
             "{}\t{:e}\t{:e}\t{}\t{:e}\t{:.3}",
             self.step, self.train_loss, self.val_loss, self.val_acc, self.lr, self.elapsed_s

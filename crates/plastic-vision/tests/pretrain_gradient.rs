@@ -44,7 +44,9 @@ fn nt_xent_gradient_matches_finite_differences() {
     for (rows, dim) in [(4, 3), (8, 5), (12, 16)] {
         let z = random(&mut rng, rows * dim);
         let r = nt_xent(&z, rows, dim, SIMCLR_TEMPERATURE).unwrap();
-        let num = numeric(&z, &|z| nt_xent(z, rows, dim, SIMCLR_TEMPERATURE).unwrap().loss);
+        let num = numeric(&z, &|z| {
+            nt_xent(z, rows, dim, SIMCLR_TEMPERATURE).unwrap().loss
+        });
         let e = rel_err(&r.grad, &num);
         assert!(e < 1e-6, "NT-Xent {rows}×{dim}: relative error {e:e}");
         // the loss is invariant to each row's scale, so the gradient is orthogonal to it

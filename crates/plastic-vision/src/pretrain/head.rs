@@ -76,7 +76,17 @@ fn linear_backward<F: Float>(
         }
     }
     let mut dx = vec![F::zero(); batch * input];
-    matmul(batch, input, out, &mut dx, false, dy, false, &p[..input * out], true);
+    matmul(
+        batch,
+        input,
+        out,
+        &mut dx,
+        false,
+        dy,
+        false,
+        &p[..input * out],
+        true,
+    );
     dx
 }
 

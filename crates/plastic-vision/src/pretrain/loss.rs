@@ -46,7 +46,11 @@ fn argmax(row: &[f64]) -> usize {
 /// Softmax cross-entropy of `logits` (N, C) against `labels` (N, each in `0..C`), mean over
 /// the N rows: `L = (1/N) Σ_n (logsumexp(z_n) − z_n[y_n])`, so
 /// `dL/dz_n = (softmax(z_n) − onehot(y_n)) / N`. Computed in f64.
-pub fn cross_entropy<F: Float>(logits: &[F], labels: &[usize], classes: usize) -> Result<LossGrad<F>> {
+pub fn cross_entropy<F: Float>(
+    logits: &[F],
+    labels: &[usize],
+    classes: usize,
+) -> Result<LossGrad<F>> {
     let n = labels.len();
     if n == 0 || classes == 0 || logits.len() != n * classes {
         return Err(Error::Data(format!(
@@ -94,7 +98,12 @@ pub fn cross_entropy<F: Float>(logits: &[F], labels: &[usize], classes: usize) -
 /// Gradient: `G_ij = dL/dS_ij = (softmax_{j≠i}(S_i·/τ)_j − [j = p(i)]) / (2N τ)` for
 /// `j ≠ i`, 0 on the diagonal; `S = f fᵀ` gives `dL/df = (G + Gᵀ) f`; the normalisation
 /// gives `dL/dz_i = (df_i − f_i (f_i · df_i)) / ‖z_i‖`. Computed in f64.
-pub fn nt_xent<F: Float>(z: &[F], rows: usize, dim: usize, temperature: f64) -> Result<LossGrad<F>> {
+pub fn nt_xent<F: Float>(
+    z: &[F],
+    rows: usize,
+    dim: usize,
+    temperature: f64,
+) -> Result<LossGrad<F>> {
     if rows < 2 || rows % 2 != 0 || dim == 0 || z.len() != rows * dim {
         return Err(Error::Data(format!(
             "NT-Xent needs an even number (≥ 2) of rows of equal size; got {} values for \
@@ -110,7 +119,13 @@ pub fn nt_xent<F: Float>(z: &[F], rows: usize, dim: usize, temperature: f64) -> 
     let half = rows / 2;
     let norms: Vec<f64> = z
         .chunks(dim)
-        .map(|r| r.iter().map(|v| v.f64() * v.f64()).sum::<f64>().sqrt().max(1e-12))
+        .map(|r| {
+            r.iter()
+                .map(|v| v.f64() * v.f64())
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12)
+        })
         .collect();
     let f: Vec<f64> = z
         .chunks(dim)
@@ -140,7 +155,11 @@ pub fn nt_xent<F: Float>(z: &[F], rows: usize, dim: usize, temperature: f64) -> 
     for i in 0..rows {
         let p = (i + half) % rows;
         logits.clear();
-        logits.extend((0..rows).filter(|&j| j != i).map(|j| s[i * rows + j] / temperature));
+        logits.extend(
+            (0..rows)
+                .filter(|&j| j != i)
+                .map(|j| s[i * rows + j] / temperature),
+        );
         let lse = log_sum_exp(&logits);
         loss += lse - s[i * rows + p] / temperature;
         let others: Vec<usize> = (0..rows).filter(|&j| j != i).collect();
@@ -186,7 +205,9 @@ mod tests {
     fn cross_entropy_of_uniform_logits_is_log_c() {
         let r = cross_entropy(&[0.0f64; 8], &[1, 3], 4).unwrap();
         assert!((r.loss - 4f64.ln()).abs() < 1e-15);
-        let e = cross_entropy(&[0.0f64; 8], &[1, 4], 4).unwrap_err().to_string();
+        let e = cross_entropy(&[0.0f64; 8], &[1, 4], 4)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("label 4 out of range; valid: 0..4"), "{e}");
     }
 

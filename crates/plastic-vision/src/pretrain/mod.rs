@@ -13,3 +13,11 @@ pub mod views;
 
 pub use head::Head;
 pub use loss::{cross_entropy, nt_xent, LossGrad, SIMCLR_TEMPERATURE};
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod run;
+mod shim;
+
+pub use config::{PretrainConfig, PretrainKind};
+pub use model::{PretrainModel, Target};

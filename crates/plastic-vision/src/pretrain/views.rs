@@ -130,7 +130,8 @@ pub fn resized_crop(
 ) -> Vec<f32> {
     let plane = size * size;
     let coord = |o: usize, extent: usize| -> (usize, usize, f32) {
-        let c = ((o as f64 + 0.5) * extent as f64 / size as f64 - 0.5).clamp(0.0, (extent - 1) as f64);
+        let c =
+            ((o as f64 + 0.5) * extent as f64 / size as f64 - 0.5).clamp(0.0, (extent - 1) as f64);
         let c0 = c.floor() as usize;
         let c1 = (c0 + 1).min(extent - 1);
         (c0, c1, (c - c0 as f64) as f32)
