@@ -10,7 +10,7 @@ use std::time::Instant;
 use plastic::optim::{AdamW, AdamWConfig};
 use plastic::rng::Rng;
 use plastic::{CellKind, NetworkConfig, Rule};
-use plastic_vision::cnn::ProtoNetConfig;
+use plastic_vision::cnn::{BackboneConfig, ProtoNetConfig};
 use plastic_vision::model::{FscBatch, FscConfig, FscModel};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,11 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let hidden = hidden as usize;
     let config = FscConfig {
-        cnn: ProtoNetConfig {
+        cnn: BackboneConfig::ProtoNet(ProtoNetConfig {
             in_channels: 3,
             channels: 64,
             image_size: size,
-        },
+        }),
         network: NetworkConfig {
             rnn,
             plasticity: rule,

@@ -10,6 +10,7 @@ use plastic::config::{CellKind, InnerLrMode, NetworkConfig, Rule};
 use plastic::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::cnn::{BackboneConfig, ProtoNetConfig, ResNet12Config};
 use crate::dataset::DatasetKind;
 use crate::episodes::EpisodeConfig;
 use crate::procedural::ProceduralConfig;
@@ -86,8 +87,8 @@ impl<'de> Deserialize<'de> for ImageSource {
     }
 }
 
-/// The CNNs this crate implements (`docs/fsc.md` §5.1); part 1 has the ProtoNet only.
-pub const CNN_NAMES: [&str; 1] = ["protonet"];
+/// The CNNs this crate implements (`docs/fsc.md` §5.1), the values of `cnn`.
+pub const CNN_NAMES: [&str; 2] = ["protonet", "resnet12"];
 
 /// Everything that defines an `fsc` run. Field names are the configuration keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,10 +104,15 @@ pub struct FscConfig {
     pub procedural_seed: u64,
     /// Images per class of the procedural data set.
     pub procedural_images: usize,
-    /// The CNN: `protonet`.
+    /// The CNN: `protonet` or `resnet12`.
     pub cnn: String,
-    /// Channels of every ProtoNet block (the reference's 64).
+    /// The CNN's width: channels of every ProtoNet block, or ResNet-12's first block (the
+    /// others 2.5×, 5× and 10× that; even). The reference's 64 gives ResNet-12's
+    /// 64/160/320/640.
     pub cnn_width: usize,
+    /// ResNet-12's dropout probability (blocks 1–2) and final DropBlock drop rate (blocks
+    /// 3–4); 0 turns both off (the reference's 0.1; `docs/fsc.md` §5.1).
+    pub resnet_drop_rate: f64,
     /// `rnn` or `lstm`.
     pub rnn: CellKind,
     /// `gradient`, `hebbian` or `none`.
@@ -172,6 +178,7 @@ impl Default for FscConfig {
             procedural_images: 600,
             cnn: "protonet".into(),
             cnn_width: 64,
+            resnet_drop_rate: 0.1,
             rnn: CellKind::Rnn,
             plasticity: Rule::Gradient,
             hidden_size: None,
@@ -250,6 +257,23 @@ impl FscConfig {
         }
     }
 
+    /// The CNN (`cnn`, `cnn_width`) at the data set's image size (`docs/fsc.md` §5.1).
+    pub fn backbone(&self) -> BackboneConfig {
+        let image_size = self.image_dataset.kind().image_size();
+        if self.cnn.eq_ignore_ascii_case("resnet12") {
+            BackboneConfig::ResNet12(ResNet12Config {
+                drop_rate: self.resnet_drop_rate,
+                ..ResNet12Config::reference(self.cnn_width, image_size)
+            })
+        } else {
+            BackboneConfig::ProtoNet(ProtoNetConfig {
+                in_channels: 3,
+                channels: self.cnn_width,
+                image_size,
+            })
+        }
+    }
+
     /// The episode shape of `phase` (augmentation in training only).
     pub fn episode_config(&self, phase: Phase) -> EpisodeConfig {
         EpisodeConfig {
@@ -294,6 +318,19 @@ impl FscConfig {
                 return bad(format!("{name} must be at least 1, got 0"));
             }
         }
+        if self.cnn.eq_ignore_ascii_case("resnet12") && !self.cnn_width.is_multiple_of(2) {
+            return bad(format!(
+                "cnn_width must be even for resnet12 (its blocks are 1, 2.5, 5 and 10 times it), got {}",
+                self.cnn_width
+            ));
+        }
+        if !(self.resnet_drop_rate.is_finite() && (0.0..1.0).contains(&self.resnet_drop_rate)) {
+            return bad(format!(
+                "resnet_drop_rate must be in [0, 1), got {}",
+                self.resnet_drop_rate
+            ));
+        }
+        self.backbone().check()?;
         if self.hidden() <= self.way {
             return bad(format!(
                 "hidden_size must exceed way ({}) so that the projection has outputs; got {}",
@@ -520,7 +557,14 @@ mod tests {
         let e = err("image_dataset=imagenet");
         assert!(e.contains("cifar_fs, mini_imagenet, procedural"), "{e}");
         let e = err("cnn=resnet");
-        assert!(e.contains("valid: protonet"), "{e}");
+        assert!(e.contains("valid: protonet, resnet12"), "{e}");
+        let e = FscConfig::default()
+            .with_overrides(&["cnn=resnet12", "cnn_width=5"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("even"), "{e}");
+        let e = err("resnet_drop_rate=1.5");
+        assert!(e.contains("[0, 1)"), "{e}");
         let e = err("rnn=gru");
         assert!(e.contains("rnn, lstm"), "{e}");
         let e = err("batch_size=0");

@@ -15,13 +15,13 @@ use plastic::params::{NamedTensor, ParamInfo};
 use plastic::rng::Rng;
 use plastic::{Episodes, Error, Float, Loss, Network, NetworkConfig, Result};
 
-use crate::cnn::{BatchNormBuffers, Projection, ProtoNet, ProtoNetConfig, ProtoNetTape, BLOCKS};
+use crate::cnn::{Backbone, BackboneConfig, BackboneTape, BatchNormBuffers, Noise, Projection};
 
 /// The shape of an fsc model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FscConfig {
     /// The CNN.
-    pub cnn: ProtoNetConfig,
+    pub cnn: BackboneConfig,
     /// The plastic RNN; `input_layer` must be off and `input_size == hidden_size` (H).
     pub network: NetworkConfig,
     /// Size E of the extra input appended to the projection (the way, 5).
@@ -100,19 +100,30 @@ pub struct FscGradient<F> {
 #[derive(Debug)]
 pub struct FscModel<F: Float> {
     config: FscConfig,
-    cnn: ProtoNet,
+    cnn: Backbone,
     proj: Projection,
     layout: Vec<ParamInfo>,
     params: Vec<F>,
     buffers: Vec<BatchNormBuffers<F>>,
+    /// The CNN's forward calls so far (training and evaluation), which set DropBlock's keep
+    /// rate and, with `noise_seed`, its masks (docs/fsc.md §5.1).
+    cnn_calls: u64,
+    noise_seed: u64,
     net: Network<F>,
 }
+
+/// The CNN's forward calls before the first one of a new model: the reference's
+/// construction probe counts as one (docs/fsc.md §5.1, §9).
+const FIRST_CNN_CALL: u64 = 1;
+
+/// The name of the CNN's forward-call counter among the buffers (CNNs with dropout only).
+pub const CNN_CALLS_BUFFER: &str = "cnn.forward_calls";
 
 /// Per-step quantities kept for the backward pass.
 struct StepRecord<F> {
     features: Vec<F>,
     embedded: Vec<F>,
-    tape: Option<ProtoNetTape<F>>,
+    tape: Option<BackboneTape<F>>,
 }
 
 impl<F: Float> FscModel<F> {
@@ -121,14 +132,16 @@ impl<F: Float> FscModel<F> {
     pub fn new(config: FscConfig, seed: u64) -> Result<Self> {
         config.check()?;
         let net = Network::<F>::new(config.network.clone(), seed)?;
-        let (cnn, proj, layout) = Self::pieces(&config, net.layout().infos());
+        let (cnn, proj, layout) = Self::pieces(&config, net.layout().infos())?;
         let mut params = config
             .cnn
             .init_params::<F>(&mut Rng::with_stream(seed, 101));
         params.extend(proj.init_params::<F>(&mut Rng::with_stream(seed, 102)));
         params.extend_from_slice(net.params());
         Ok(FscModel {
-            buffers: cnn.new_buffers(),
+            buffers: config.cnn.new_buffers(),
+            cnn_calls: FIRST_CNN_CALL,
+            noise_seed: seed,
             config,
             cnn,
             proj,
@@ -153,7 +166,7 @@ impl<F: Float> FscModel<F> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let net = Network::<F>::from_named(config.network.clone(), &rnn)?;
-        let (cnn, proj, layout) = Self::pieces(&config, net.layout().infos());
+        let (cnn, proj, layout) = Self::pieces(&config, net.layout().infos())?;
         let mut flat = vec![F::zero(); layout.last().map_or(0, |i| i.offset + i.len())];
         for info in &layout {
             let t = params.get(&info.name).ok_or_else(|| Error::MissingParam {
@@ -184,7 +197,9 @@ impl<F: Float> FscModel<F> {
             }
         }
         let mut model = FscModel {
-            buffers: cnn.new_buffers(),
+            buffers: config.cnn.new_buffers(),
+            cnn_calls: FIRST_CNN_CALL,
+            noise_seed: 0,
             config,
             cnn,
             proj,
@@ -199,8 +214,8 @@ impl<F: Float> FscModel<F> {
     fn pieces(
         config: &FscConfig,
         rnn_infos: &[ParamInfo],
-    ) -> (ProtoNet, Projection, Vec<ParamInfo>) {
-        let cnn = ProtoNet { config: config.cnn };
+    ) -> Result<(Backbone, Projection, Vec<ParamInfo>)> {
+        let cnn = Backbone::new(config.cnn)?;
         let proj = Projection {
             input: config.cnn.feature_size(),
             output: config.proj_size(),
@@ -213,7 +228,13 @@ impl<F: Float> FscModel<F> {
             offset: i.offset + rnn_offset,
             ..i.clone()
         }));
-        (cnn, proj, layout)
+        Ok((cnn, proj, layout))
+    }
+
+    /// Seeds the CNN's dropout and DropBlock masks (a model from [`Self::new`] uses its
+    /// initialisation seed; one from [`Self::from_named`] starts with 0).
+    pub fn set_noise_seed(&mut self, seed: u64) {
+        self.noise_seed = seed;
     }
 
     /// The configuration.
@@ -264,43 +285,53 @@ impl<F: Float> FscModel<F> {
         &self.buffers
     }
 
-    /// The BatchNorm buffers by name (`num_batches_tracked` as a one-element tensor).
+    /// The BatchNorm buffers by name (`num_batches_tracked` as a one-element tensor) and,
+    /// for a CNN with dropout, its forward-call count [`CNN_CALLS_BUFFER`].
     pub fn named_buffers(&self) -> BTreeMap<String, NamedTensor> {
         let mut map = BTreeMap::new();
-        for (k, b) in self.buffers.iter().enumerate() {
+        for ((prefix, _), b) in self.config.cnn.batch_norms().iter().zip(&self.buffers) {
             let c = b.running_mean.len();
             map.insert(
-                format!("cnn.{k}.bn.running_mean"),
+                format!("{prefix}.running_mean"),
                 NamedTensor {
                     shape: vec![c],
                     data: b.running_mean.iter().map(|v| v.f64()).collect(),
                 },
             );
             map.insert(
-                format!("cnn.{k}.bn.running_var"),
+                format!("{prefix}.running_var"),
                 NamedTensor {
                     shape: vec![c],
                     data: b.running_var.iter().map(|v| v.f64()).collect(),
                 },
             );
             map.insert(
-                format!("cnn.{k}.bn.num_batches_tracked"),
+                format!("{prefix}.num_batches_tracked"),
                 NamedTensor {
                     shape: vec![1],
                     data: vec![b.num_batches_tracked as f64],
                 },
             );
         }
+        if self.config.cnn.is_stochastic() {
+            map.insert(
+                CNN_CALLS_BUFFER.into(),
+                NamedTensor {
+                    shape: vec![1],
+                    data: vec![self.cnn_calls as f64],
+                },
+            );
+        }
         map
     }
 
-    /// Sets the BatchNorm buffers from [`Self::named_buffers`]' names; every one must be
-    /// present with its shape.
+    /// Sets the BatchNorm buffers from [`Self::named_buffers`]' names; every BatchNorm
+    /// buffer must be present with its shape ([`CNN_CALLS_BUFFER`] may be absent: the count
+    /// is then kept).
     pub fn set_named_buffers(&mut self, map: &BTreeMap<String, NamedTensor>) -> Result<()> {
-        let c = self.config.cnn.channels;
-        for k in 0..BLOCKS {
+        for (k, (prefix, c)) in self.config.cnn.batch_norms().into_iter().enumerate() {
             let get = |suffix: &str, len: usize| -> Result<&NamedTensor> {
-                let name = format!("cnn.{k}.bn.{suffix}");
+                let name = format!("{prefix}.{suffix}");
                 let t = map.get(&name).ok_or_else(|| Error::MissingParam {
                     name: name.clone(),
                     expected: vec![len],
@@ -319,13 +350,23 @@ impl<F: Float> FscModel<F> {
             let count = get("num_batches_tracked", 1)?.data[0];
             if !(count >= 0.0 && count.fract() == 0.0) {
                 return Err(Error::Data(format!(
-                    "cnn.{k}.bn.num_batches_tracked must be a whole number >= 0, got {count}"
+                    "{prefix}.num_batches_tracked must be a whole number >= 0, got {count}"
                 )));
             }
             let b = &mut self.buffers[k];
             b.running_mean = mean.data.iter().map(|&v| F::of(v)).collect();
             b.running_var = var.data.iter().map(|&v| F::of(v)).collect();
             b.num_batches_tracked = count as u64;
+        }
+        if let Some(t) = map.get(CNN_CALLS_BUFFER) {
+            let calls = t.data.first().copied().unwrap_or(-1.0);
+            if t.data.len() != 1 || !(calls >= 0.0 && calls.fract() == 0.0) {
+                return Err(Error::Data(format!(
+                    "{CNN_CALLS_BUFFER} must be one whole number >= 0, got {:?}",
+                    t.data
+                )));
+            }
+            self.cnn_calls = calls as u64;
         }
         Ok(())
     }
@@ -395,12 +436,19 @@ impl<F: Float> FscModel<F> {
             let images = self.step_images(b, t);
             let (cnn_params, rest) = self.params.split_at(cnn_len);
             let proj_params = &rest[..self.proj.param_len()];
+            // the reference counts every forward call, training or evaluation
+            self.cnn_calls += 1;
             let (features, tape) = if train {
+                let noise = Noise {
+                    seed: self.noise_seed,
+                    call: self.cnn_calls,
+                };
                 let (f, tape) = self.cnn.forward_train(
                     cnn_params,
                     &images,
                     b.batch,
                     Some(&mut self.buffers),
+                    Some(noise),
                 )?;
                 (f, Some(tape))
             } else {
@@ -546,7 +594,7 @@ impl<F: Float> FscModel<F> {
                 .as_ref()
                 .ok_or_else(|| Error::Data("internal: a training step kept no CNN tape".into()))?;
             self.cnn
-                .backward(cnn_params, tape, &d_features, cnn_grads)?;
+                .backward(cnn_params, tape, &d_features, cnn_grads, None)?;
         }
         Ok(FscGradient {
             loss: g.loss,

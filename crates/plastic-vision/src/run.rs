@@ -35,7 +35,6 @@ use plastic::{Error, Float, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::nearest_neighbour_score;
-use crate::cnn::ProtoNetConfig;
 use crate::config::{FscConfig, ImageSource};
 use crate::dataset::{ImageDataset, Phase};
 use crate::episodes::{EpisodeSampler, FscBatch};
@@ -106,16 +105,12 @@ pub trait FscLearner<F: Float> {
     fn evaluate(&mut self, batch: &FscBatch<F>) -> Result<EvalResult>;
 }
 
-/// The model an `fsc` run trains (`docs/fsc.md` §5): ProtoNet of `cnn_width` channels at
+/// The model an `fsc` run trains (`docs/fsc.md` §5): the CNN of [`FscConfig::backbone`] at
 /// the data set's image size, projection to H − way, the plastic RNN without its input
 /// layer; initialised from `config.seed`.
 pub fn build_model<F: Float>(config: &FscConfig) -> Result<FscModel<F>> {
     let shape = model::FscConfig {
-        cnn: ProtoNetConfig {
-            in_channels: 3,
-            channels: config.cnn_width,
-            image_size: config.image_dataset.kind().image_size(),
-        },
+        cnn: config.backbone(),
         network: config.network_config(),
         extra_input_dim: config.way,
     };

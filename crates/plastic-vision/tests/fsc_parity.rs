@@ -1,10 +1,9 @@
-//! Parity of the fsc model (ProtoNet → projection → plastic RNN, docs/fsc.md §4–§5) with the
-//! authors' reference: every `fsc-*.json` in the plastic crate's fixture folder whose CNN is
-//! ProtoNet is checked in f64 (1e-9 relative, 1e-12 absolute for all-zero tensors) and f32
-//! (1e-4): CNN features, RNN input, outputs, η, λ, inner loss, loss, first-query accuracy,
-//! every gradient (CNN, BatchNorm affine, projection, RNN, α, `out_weight`) and the
-//! BatchNorm buffers after the forward pass. ResNet fixtures are skipped with a note
-//! (ResNet-12 is not implemented yet).
+//! Parity of the fsc model (CNN → projection → plastic RNN, docs/fsc.md §4–§5) with the
+//! authors' reference: every `fsc-*.json` in the plastic crate's fixture folder (ProtoNet
+//! and ResNet-12) is checked in f64 (1e-9 relative, 1e-12 absolute for all-zero tensors) and
+//! f32 (1e-4): CNN features, RNN input, outputs, η, λ, inner loss, loss, first-query
+//! accuracy, every gradient (CNN, BatchNorm affine, projection, RNN, α, `out_weight`) and the
+//! BatchNorm buffers after the forward pass. An unknown CNN fails the test.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +11,7 @@ use std::path::{Path, PathBuf};
 use plastic::fixture::{compare, tensor, Fixture};
 use plastic::params::NamedTensor;
 use plastic::Float;
-use plastic_vision::cnn::ProtoNetConfig;
+use plastic_vision::cnn::{BackboneConfig, ProtoNetConfig, ResNet12Config, LEAKY_SLOPE};
 use plastic_vision::model::{FscBatch, FscConfig, FscModel};
 use serde_json::Value;
 
@@ -68,18 +67,11 @@ fn named(v: &Value, what: &str, path: &Path) -> BTreeMap<String, NamedTensor> {
         .collect()
 }
 
-/// Loads a ProtoNet fixture, or `None` (with a note) for another CNN.
-fn load(path: &Path) -> Option<Case> {
+/// Loads a fixture (ProtoNet or ResNet-12).
+fn load(path: &Path) -> Case {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let cfg = &v["config"];
     let cnn = cfg["cnn"].as_str().unwrap_or("");
-    if cnn != "ProtoNet" {
-        println!(
-            "note: {} uses the `{cnn}` CNN, which is not implemented yet (ResNet-12 is issue 10); skipped",
-            path.display()
-        );
-        return None;
-    }
     let fx = Fixture::load_fsc(path).unwrap();
     let shape: Vec<usize> = cfg["image_shape"]
         .as_array()
@@ -93,23 +85,47 @@ fn load(path: &Path) -> Option<Case> {
         .iter()
         .map(|x| x.as_u64().unwrap())
         .collect();
-    assert!(
-        widths.iter().all(|&w| w == widths[0]),
-        "ProtoNet blocks of equal width"
-    );
     assert_eq!(shape[1], shape[2]);
+    let backbone = match cnn {
+        "ProtoNet" => {
+            assert!(
+                widths.iter().all(|&w| w == widths[0]),
+                "ProtoNet blocks of equal width"
+            );
+            BackboneConfig::ProtoNet(ProtoNetConfig {
+                in_channels: shape[0],
+                channels: widths[0] as usize,
+                image_size: shape[1],
+            })
+        }
+        "ResNet" => {
+            assert_eq!(widths.len(), 4, "ResNet-12 has four blocks");
+            let slope = cfg["leaky_relu_slope"].as_f64().unwrap();
+            assert_eq!(slope, LEAKY_SLOPE, "LeakyReLU slope");
+            BackboneConfig::ResNet12(ResNet12Config {
+                in_channels: shape[0],
+                widths: [0, 1, 2, 3].map(|k| widths[k] as usize),
+                image_size: shape[1],
+                drop_rate: cfg["resnet_drop_rate"].as_f64().unwrap(),
+                dropblock_size: if shape[1] == 84 { 5 } else { 2 },
+            })
+        }
+        other => panic!("{}: unknown CNN `{other}`", path.display()),
+    };
+    assert_eq!(
+        backbone.feature_size() as u64,
+        cfg["feature_size"].as_u64().unwrap(),
+        "{}: feature size",
+        path.display()
+    );
     let config = FscConfig {
-        cnn: ProtoNetConfig {
-            in_channels: shape[0],
-            channels: widths[0] as usize,
-            image_size: shape[1],
-        },
+        cnn: backbone,
         network: fx.config.clone(),
         extra_input_dim: cfg["extra_input_dim"].as_u64().unwrap() as usize,
     };
     let exp = &v["expected"];
     let t = |x: &Value, what: &str| tensor(x, what, path).unwrap().data;
-    Some(Case {
+    Case {
         config,
         params: named(&v["params"], "params", path),
         buffers: named(&v["buffers"], "buffers", path),
@@ -125,7 +141,7 @@ fn load(path: &Path) -> Option<Case> {
         rnn_input: t(&exp["rnn_input"], "expected.rnn_input"),
         correct_first_query: exp["correct_first_query"].as_u64().unwrap() as usize,
         fx,
-    })
+    }
 }
 
 /// The failure line of one tensor-wise comparison, if it fails.
@@ -170,7 +186,18 @@ fn to_f64<F: Float>(v: &[F]) -> Vec<f64> {
 fn check<F: Float>(case: &Case, tol: f64) -> Vec<String> {
     let fx = &case.fx;
     let mut failures = Vec::new();
+    // the largest relative error over every tensor compared (printed for the record)
+    let worst = std::cell::Cell::new((0.0f64, String::new()));
     let cmp = |failures: &mut Vec<String>, what: &str, ours: Vec<f64>, expected: &[f64]| {
+        if ours.len() == expected.len() {
+            let m = compare(&ours, expected);
+            let w = worst.take();
+            worst.set(if !m.absolute && m.error > w.0 {
+                (m.error, what.to_string())
+            } else {
+                w
+            });
+        }
         if let Some(line) = mismatch::<F>(&fx.name, what, &ours, expected, tol) {
             failures.push(line);
         }
@@ -285,19 +312,27 @@ fn check<F: Float>(case: &Case, tol: f64) -> Vec<String> {
             );
         }
     }
+    let (error, what) = worst.take();
+    println!(
+        "{} [{}]: largest relative error {error:.3e} ({what})",
+        fx.name,
+        F::NAME
+    );
     failures
 }
 
 #[test]
 fn fsc_model_matches_reference_fixtures_f64_and_f32() {
     let mut failures = Vec::new();
-    let mut checked = 0;
+    let mut resnets = 0;
     for path in fixture_paths() {
-        let Some(case) = load(&path) else { continue };
+        let case = load(&path);
+        if matches!(case.config.cnn, BackboneConfig::ResNet12(_)) {
+            resnets += 1;
+        }
         failures.extend(check::<f64>(&case, 1e-9));
         failures.extend(check::<f32>(&case, 1e-4));
-        checked += 1;
     }
-    assert!(checked > 0, "no ProtoNet fixture was checked");
+    assert!(resnets > 0, "no ResNet-12 fixture was checked");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

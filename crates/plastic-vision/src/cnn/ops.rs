@@ -359,3 +359,51 @@ pub(crate) fn max_pool2_backward<F: Float>(
             }
         });
 }
+
+/// `y (N, Cout, S, S) = conv1x1(x (N, Cin, S, S), w (Cout, Cin))`, no bias: one GEMM per
+/// image.
+pub(crate) fn conv1x1_forward<F: Float>(s: ConvShape, x: &[F], w: &[F], y: &mut [F]) {
+    let plane = s.side * s.side;
+    y.par_chunks_mut(s.cout * plane)
+        .zip(x.par_chunks(s.cin * plane))
+        .for_each(|(yi, xi)| matmul(s.cout, plane, s.cin, yi, false, w, false, xi, false));
+}
+
+/// Backward of [`conv1x1_forward`]: `dw += d loss / d w` (summed over images in chunk
+/// order); `dx = d loss / d x` if asked.
+pub(crate) fn conv1x1_backward<F: Float>(
+    s: ConvShape,
+    x: &[F],
+    w: &[F],
+    dy: &[F],
+    dw: &mut [F],
+    dx: Option<&mut [F]>,
+) {
+    let plane = s.side * s.side;
+    let per = images_per_chunk(s.side);
+    if let Some(dx) = dx {
+        dx.par_chunks_mut(s.cin * plane)
+            .zip(dy.par_chunks(s.cout * plane))
+            .for_each(|(dxi, dyi)| {
+                // dx (Cin × P) = wᵀ (Cin × Cout) · dy (Cout × P)
+                matmul(s.cin, plane, s.cout, dxi, false, w, true, dyi, false)
+            });
+    }
+    let partial: Vec<Vec<F>> = x
+        .par_chunks(per * s.cin * plane)
+        .zip(dy.par_chunks(per * s.cout * plane))
+        .map(|(xc, dyc)| {
+            let mut part = vec![F::zero(); s.cout * s.cin];
+            for (xi, dyi) in xc.chunks(s.cin * plane).zip(dyc.chunks(s.cout * plane)) {
+                // dw (Cout × Cin) += dy (Cout × P) · xᵀ (P × Cin)
+                matmul(s.cout, s.cin, plane, &mut part, true, dyi, false, xi, true);
+            }
+            part
+        })
+        .collect();
+    for part in &partial {
+        for (d, &p) in dw.iter_mut().zip(part) {
+            *d += p;
+        }
+    }
+}

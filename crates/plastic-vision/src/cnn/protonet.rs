@@ -156,7 +156,7 @@ impl<F: Float> BatchNormBuffers<F> {
     }
 
     /// `running ← 0.9·running + 0.1·batch`, the variance unbiased (× n/(n − 1)).
-    fn update(&mut self, mean: &[F], biased_var: &[F], count: usize) {
+    pub(crate) fn update(&mut self, mean: &[F], biased_var: &[F], count: usize) {
         let m = F::of(BN_MOMENTUM);
         let keep = F::one() - m;
         let unbias = if count > 1 {
@@ -343,8 +343,30 @@ impl ProtoNet {
         d_features: &[F],
         grads: &mut [F],
     ) -> Result<()> {
+        self.backward_with_images(params, tape, d_features, grads, None)
+    }
+
+    /// [`Self::backward`], also writing `d loss / d images` (N, C, S, S) into `d_images` if
+    /// given.
+    pub fn backward_with_images<F: Float>(
+        &self,
+        params: &[F],
+        tape: &ProtoNetTape<F>,
+        d_features: &[F],
+        grads: &mut [F],
+        mut d_images: Option<&mut [F]>,
+    ) -> Result<()> {
         let cfg = self.config;
         let batch = tape.batch;
+        if let Some(d) = d_images.as_deref() {
+            if d.len() != batch * cfg.image_len() {
+                return Err(Error::Data(format!(
+                    "ProtoNet backward: {} image gradients, expected {}",
+                    d.len(),
+                    batch * cfg.image_len()
+                )));
+            }
+        }
         if d_features.len() != batch * cfg.feature_size() || grads.len() != cfg.param_len() {
             return Err(Error::Data(format!(
                 "ProtoNet backward: {} feature gradients and {} parameter gradients, expected {} and {}",
@@ -432,7 +454,7 @@ impl ProtoNet {
                     &params[w..g],
                     &da,
                     &mut grads[w..g],
-                    None,
+                    d_images.as_deref_mut(),
                 );
             }
         }
