@@ -259,19 +259,12 @@ impl FscConfig {
 
     /// The CNN (`cnn`, `cnn_width`) at the data set's image size (`docs/fsc.md` §5.1).
     pub fn backbone(&self) -> BackboneConfig {
-        let image_size = self.image_dataset.kind().image_size();
-        if self.cnn.eq_ignore_ascii_case("resnet12") {
-            BackboneConfig::ResNet12(ResNet12Config {
-                drop_rate: self.resnet_drop_rate,
-                ..ResNet12Config::reference(self.cnn_width, image_size)
-            })
-        } else {
-            BackboneConfig::ProtoNet(ProtoNetConfig {
-                in_channels: 3,
-                channels: self.cnn_width,
-                image_size,
-            })
-        }
+        backbone_config(
+            &self.cnn,
+            self.cnn_width,
+            self.resnet_drop_rate,
+            self.image_dataset.kind().image_size(),
+        )
     }
 
     /// The episode shape of `phase` (augmentation in training only).
@@ -436,6 +429,29 @@ impl FscConfig {
             Self::unknown_key,
         )?;
         Self::from_table(table)
+    }
+}
+
+/// The CNN named `cnn` (`protonet` or `resnet12`, any case) of width `width` (ResNet-12:
+/// its first block's) for `image_size` images, with `drop_rate` for a ResNet-12
+/// (`docs/fsc.md` §5.1); shared by the fsc and pretraining configurations.
+pub fn backbone_config(
+    cnn: &str,
+    width: usize,
+    drop_rate: f64,
+    image_size: usize,
+) -> BackboneConfig {
+    if cnn.eq_ignore_ascii_case("resnet12") {
+        BackboneConfig::ResNet12(ResNet12Config {
+            drop_rate,
+            ..ResNet12Config::reference(width, image_size)
+        })
+    } else {
+        BackboneConfig::ProtoNet(ProtoNetConfig {
+            in_channels: 3,
+            channels: width,
+            image_size,
+        })
     }
 }
 

@@ -9,7 +9,8 @@ use std::str::FromStr;
 use plastic::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{apply_overrides, ImageSource, CNN_NAMES};
+use crate::cnn::BackboneConfig;
+use crate::config::{apply_overrides, backbone_config, ImageSource, CNN_NAMES};
 use crate::procedural::ProceduralConfig;
 
 /// The two kinds of pretraining.
@@ -80,6 +81,8 @@ pub struct PretrainConfig {
     pub cnn: String,
     /// The CNN's width (as an fsc run's `cnn_width`).
     pub cnn_width: usize,
+    /// A ResNet-12's dropout and DropBlock rate (as an fsc run's `resnet_drop_rate`).
+    pub resnet_drop_rate: f64,
     /// Width K of the SimCLR projection head `F → K → K` (the configuration's 256, which
     /// the reference misspelt, docs/fsc.md §9.5); unused by classification.
     pub simclr_head_size: usize,
@@ -122,6 +125,7 @@ impl PretrainConfig {
             procedural_images: 600,
             cnn: "protonet".into(),
             cnn_width: 64,
+            resnet_drop_rate: 0.1,
             simclr_head_size: 256,
             temperature: crate::pretrain::SIMCLR_TEMPERATURE,
             batch_size: 128,
@@ -139,6 +143,16 @@ impl PretrainConfig {
     /// The kind (classification unless set).
     pub fn kind(&self) -> PretrainKind {
         self.kind.unwrap_or(PretrainKind::Classification)
+    }
+
+    /// The CNN (`cnn`, `cnn_width`, `resnet_drop_rate`) at the data set's image size.
+    pub fn backbone(&self) -> BackboneConfig {
+        backbone_config(
+            &self.cnn,
+            self.cnn_width,
+            self.resnet_drop_rate,
+            self.image_dataset.kind().image_size(),
+        )
     }
 
     /// The procedural data set's size and seed.
@@ -186,6 +200,13 @@ impl PretrainConfig {
                 return bad(format!("{k} must be a finite number >= 0, got {v}"));
             }
         }
+        if !(self.resnet_drop_rate.is_finite() && (0.0..1.0).contains(&self.resnet_drop_rate)) {
+            return bad(format!(
+                "resnet_drop_rate must be in [0, 1), got {}",
+                self.resnet_drop_rate
+            ));
+        }
+        self.backbone().check()?;
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return bad(format!(
                 "temperature must be a finite number > 0, got {}",
@@ -305,7 +326,7 @@ mod tests {
         assert!(err("hidden_size=3").contains("unknown key `hidden_size`"));
         assert!(err("batch_size=1").contains("at least 2"));
         assert!(err("temperature=0").contains("temperature"));
-        assert!(err("cnn=vgg").contains("valid: protonet"));
+        assert!(err("cnn=vgg").contains("valid: protonet, resnet12"));
         let e = PretrainConfig::from_toml("task = \"fsc\"")
             .unwrap_err()
             .to_string();

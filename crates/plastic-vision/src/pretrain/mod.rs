@@ -17,7 +17,6 @@ pub mod config;
 pub mod data;
 pub mod model;
 pub mod run;
-mod shim;
 
 pub use config::{PretrainConfig, PretrainKind};
 pub use model::{PretrainModel, Target};

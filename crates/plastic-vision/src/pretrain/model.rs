@@ -8,8 +8,7 @@ use plastic::{Error, Float, Result};
 
 use super::head::Head;
 use super::loss::{cross_entropy, nt_xent};
-use super::shim::{Backbone, BackboneConfig, Noise};
-use crate::cnn::BatchNormBuffers;
+use crate::cnn::{Backbone, BackboneConfig, BatchNormBuffers, Noise};
 
 /// What the loss compares the head's outputs with.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +74,7 @@ impl<F: Float> PretrainModel<F> {
             params,
             buffers: cnn_config.new_buffers(),
             seed,
-            calls: 0,
+            calls: 1,
         })
     }
 
@@ -104,12 +103,14 @@ impl<F: Float> PretrainModel<F> {
         &mut self.params
     }
 
-    /// The CNN's forward calls in training mode so far (where its dropout masks come from).
+    /// The CNN's forward calls so far, training and evaluation, counting the reference's
+    /// construction probe as the first (they set a ResNet-12's DropBlock keep rate and,
+    /// with the seed, its masks; docs/fsc.md §5.1).
     pub fn calls(&self) -> u64 {
         self.calls
     }
 
-    /// Restores the count of training-mode forward calls (from a checkpoint).
+    /// Restores the count of forward calls (from a checkpoint).
     pub fn set_calls(&mut self, calls: u64) {
         self.calls = calls;
     }
@@ -212,11 +213,13 @@ impl<F: Float> PretrainModel<F> {
     ) -> Result<PretrainStep<F>> {
         self.check(images, rows, target)?;
         let cnn_len = self.cnn_config.param_len();
+        // numbered from 1 like an fsc model's calls (the reference's construction probe is
+        // call 1), evaluation calls included
+        self.calls += 1;
         let noise = Noise {
             seed: self.seed,
             call: self.calls,
         };
-        self.calls += 1;
         let (cnn_params, head_params) = self.params.split_at(cnn_len);
         let (features, tape) = self.cnn.forward_train(
             cnn_params,

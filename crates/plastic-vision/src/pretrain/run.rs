@@ -36,7 +36,7 @@ use super::config::{PretrainConfig, PretrainKind};
 use super::data::{ImageBatch, PretrainData};
 use super::head::Head;
 use super::model::{PretrainModel, Target};
-use super::shim::{backbone_of, describe, BackboneConfig};
+use crate::cnn::BackboneConfig;
 use crate::run::{FscLogRow, FscObserver};
 use crate::runfiles;
 
@@ -114,7 +114,27 @@ struct CheckpointState {
 
 /// The CNN of a pretraining configuration, at its data set's image size.
 pub fn cnn_config(config: &PretrainConfig) -> BackboneConfig {
-    backbone_of(config.cnn_width, config.image_dataset.kind().image_size())
+    config.backbone()
+}
+
+/// The CNN in words, for error messages: name, widths, image size and features.
+pub fn describe(config: &BackboneConfig) -> String {
+    match config {
+        BackboneConfig::ProtoNet(c) => format!(
+            "protonet of width {} on {}×{} images ({} features)",
+            c.channels,
+            c.image_size,
+            c.image_size,
+            c.feature_size()
+        ),
+        BackboneConfig::ResNet12(c) => format!(
+            "resnet12 of widths {:?} on {}×{} images ({} features)",
+            c.widths,
+            c.image_size,
+            c.image_size,
+            config.feature_size()
+        ),
+    }
 }
 
 /// The model of a configuration with `classes` training classes.
@@ -353,7 +373,7 @@ impl<F: Float> Trainer<F> {
     }
 
     /// Held-out loss (mean over rows) and accuracy (percent of rows).
-    fn validate(&self) -> Result<(f64, f64)> {
+    fn validate(&mut self) -> Result<(f64, f64)> {
         let c = &self.config;
         let (mut loss, mut correct, mut rows) = (0.0, 0usize, 0usize);
         for j in 0..c.test_batch {
