@@ -164,6 +164,19 @@ pub struct FscConfig {
     pub use_lr_scheduler: bool,
     /// Float type to train in: `f32` or `f64`.
     pub dtype: String,
+    /// A pretraining run folder whose CNN (parameters and BatchNorm statistics) this run
+    /// starts from (`docs/fsc.md` §5.3); absent: a newly initialised CNN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnn_from: Option<PathBuf>,
+    /// Freeze the CNN as the reference's `freeze_pretrained_cnn`: evaluation mode, no
+    /// gradient, no update (`docs/fsc.md` §5.3).
+    pub freeze_cnn: bool,
+    /// Apply the train-time augmentation to training episodes (`docs/fsc.md` §2).
+    pub train_augment: bool,
+    /// With a frozen CNN and no train-time augmentation, embed every image once and keep
+    /// the features in `embeddings.safetensors` in the run folder (rebuilt when the CNN or
+    /// the data change); meta-training then runs only the projection and the RNN.
+    pub embedding_cache: bool,
 }
 
 impl Default for FscConfig {
@@ -203,12 +216,16 @@ impl Default for FscConfig {
             test_batch: 200,
             use_lr_scheduler: true,
             dtype: "f32".into(),
+            cnn_from: None,
+            freeze_cnn: false,
+            train_augment: true,
+            embedding_cache: true,
         }
     }
 }
 
 /// Keys that may be absent (their value is then derived or off).
-const OPTIONAL_KEYS: [&str; 2] = ["hidden_size", "weight_clip"];
+const OPTIONAL_KEYS: [&str; 3] = ["hidden_size", "weight_clip", "cnn_from"];
 
 impl FscConfig {
     /// The hidden size: `hidden_size` if set, else the paper's (`docs/fsc.md` §5.2): base
@@ -273,9 +290,15 @@ impl FscConfig {
             way: self.way,
             shot: self.shot,
             query: self.query,
-            augment: phase == Phase::Train,
+            augment: phase == Phase::Train && self.train_augment,
             randomize_train_order: self.randomize_train_order,
         }
+    }
+
+    /// Whether meta-training reads the frozen CNN's features from the embedding cache: a
+    /// frozen CNN, no train-time augmentation, and the cache on.
+    pub fn uses_embedding_cache(&self) -> bool {
+        self.freeze_cnn && !self.train_augment && self.embedding_cache
     }
 
     /// The procedural data set's size and seed.

@@ -18,10 +18,16 @@
 //!
 //! Training (`docs/fsc.md` §6–§7):
 //! - [`config`]: [`FscConfig`], every knob of an `fsc` run, TOML and `key=value`;
-//! - [`run`]: the meta-training protocol in a run folder, resume, test.
+//! - [`run`]: the meta-training protocol in a run folder, resume, test;
+//! - [`cache`]: the embedding cache of a frozen CNN.
+//!
+//! Pretraining (`docs/fsc.md` §7–§8): [`pretrain`] (classification and SimCLR, their
+//! losses, heads, augmentation and run folder; the CNN it leaves starts an fsc run with
+//! `cnn_from`, frozen or fine-tuned).
 
 pub mod augment;
 pub mod baseline;
+pub mod cache;
 pub mod cnn;
 pub mod config;
 pub mod dataset;
