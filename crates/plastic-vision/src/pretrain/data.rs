@@ -66,7 +66,7 @@ impl PretrainData {
     /// Splits `set`; the training part must fill at least one batch of `batch_size`.
     pub fn new(set: Arc<ImageDataset>, batch_size: usize) -> Result<Self> {
         let (holdout, train): (Vec<usize>, Vec<usize>) =
-            (0..set.len()).partition(|i| i % HOLDOUT_EVERY == 0);
+            (0..set.len()).partition(|i| i.is_multiple_of(HOLDOUT_EVERY));
         if train.len() < batch_size {
             return Err(Error::Data(format!(
                 "{}: {} training images (after holding out every {HOLDOUT_EVERY}th) do not \

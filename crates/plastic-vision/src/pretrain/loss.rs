@@ -104,7 +104,7 @@ pub fn nt_xent<F: Float>(
     dim: usize,
     temperature: f64,
 ) -> Result<LossGrad<F>> {
-    if rows < 2 || rows % 2 != 0 || dim == 0 || z.len() != rows * dim {
+    if rows < 2 || !rows.is_multiple_of(2) || dim == 0 || z.len() != rows * dim {
         return Err(Error::Data(format!(
             "NT-Xent needs an even number (≥ 2) of rows of equal size; got {} values for \
              {rows} rows of {dim}",
