@@ -80,7 +80,9 @@ fn train(dir: &Path, config: &FscConfig) -> plastic::Result<run::FscSummary> {
 
 /// Progress rows without the clock, every tensor of best.safetensors, the test result
 /// without the clock.
-fn fingerprint(dir: &Path) -> (Vec<String>, Vec<(String, Vec<u8>)>, String) {
+type Fingerprint = (Vec<String>, Vec<(String, Vec<u8>)>, String);
+
+fn fingerprint(dir: &Path) -> Fingerprint {
     let rows = run::read_progress(dir)
         .unwrap()
         .iter()

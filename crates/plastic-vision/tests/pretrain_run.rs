@@ -44,7 +44,9 @@ fn new_run(config: &PretrainConfig) -> Start {
 }
 
 /// Progress without the clock and the bytes of every tensor of best.safetensors.
-fn fingerprint(dir: &Path) -> (Vec<String>, Vec<(String, Vec<u8>)>) {
+type Fingerprint = (Vec<String>, Vec<(String, Vec<u8>)>);
+
+fn fingerprint(dir: &Path) -> Fingerprint {
     let rows = read_progress(dir)
         .unwrap()
         .iter()

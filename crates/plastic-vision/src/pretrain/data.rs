@@ -21,7 +21,7 @@ use crate::dataset::{ImageDataset, Phase};
 use crate::procedural;
 
 /// Seed of the held-out views (SimCLR validation), the same at every validation.
-const HOLDOUT_VIEW_SEED: u64 = 0x5EED_0F_71E5;
+const HOLDOUT_VIEW_SEED: u64 = 0x005E_ED0F_71E5;
 
 /// A batch of images as the CNN reads them.
 #[derive(Debug, Clone, PartialEq)]
