@@ -123,8 +123,8 @@ pub(crate) fn train_dir(dir: &Path, start: Start, label: &str) -> Result<fsc_run
     Ok(summary)
 }
 
-/// The CLI's progress display, fed from the fsc trainer.
-struct Progress(progress::Progress);
+/// The CLI's progress display, fed from the fsc (and pretraining) trainer.
+pub(crate) struct Progress(pub(crate) progress::Progress);
 
 impl FscObserver for Progress {
     fn start(&mut self, from: usize, to: usize) {

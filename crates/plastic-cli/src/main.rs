@@ -5,6 +5,7 @@ mod analyze;
 mod bench;
 mod fsc;
 mod plot;
+mod pretrain;
 mod progress;
 mod sweep;
 
@@ -41,7 +42,13 @@ choice!(CellKind, Rule, TaskKind);
 /// `--task`: the library's synthetic tasks and `fsc` (one-shot image classification, run by
 /// `plastic-vision`, whose configuration and trainer are its own).
 fn task_parser() -> PossibleValuesParser {
-    PossibleValuesParser::new(TaskKind::ALL.iter().map(|t| t.as_str()).chain([fsc::TASK]))
+    PossibleValuesParser::new(
+        TaskKind::ALL
+            .iter()
+            .map(|t| t.as_str())
+            .chain([fsc::TASK])
+            .chain(pretrain::TASKS),
+    )
 }
 
 /// The synthetic task named `name` (`None` for `fsc`).
@@ -261,6 +268,24 @@ fn default_dir(cfg: &RunConfig) -> PathBuf {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
+    // CNN pretraining has its own configuration and trainer too
+    if pretrain::wants(
+        args.task.as_deref(),
+        args.config.as_deref(),
+        args.resume.as_deref(),
+    ) {
+        return pretrain::train(pretrain::TrainRequest {
+            task: args.task,
+            config: args.config,
+            steps: args.steps,
+            seed: args.seed,
+            set: args.set,
+            out: args.out,
+            overwrite: args.overwrite,
+            resume: args.resume,
+            rnn_options: args.rnn.is_some() || args.plasticity.is_some(),
+        });
+    }
     // one-shot image classification has its own configuration and trainer
     let fsc_config = args.config.as_deref().is_some_and(fsc::is_fsc_config);
     if fsc_config || fsc::wants(args.task.as_deref(), args.resume.as_deref()) {

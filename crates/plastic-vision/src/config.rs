@@ -170,6 +170,19 @@ pub struct FscConfig {
     pub use_lr_scheduler: bool,
     /// Float type to train in: `f32` or `f64`.
     pub dtype: String,
+    /// A pretraining run folder whose CNN (parameters and BatchNorm statistics) this run
+    /// starts from (`docs/fsc.md` §5.3); absent: a newly initialised CNN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnn_from: Option<PathBuf>,
+    /// Freeze the CNN as the reference's `freeze_pretrained_cnn`: evaluation mode, no
+    /// gradient, no update (`docs/fsc.md` §5.3).
+    pub freeze_cnn: bool,
+    /// Apply the train-time augmentation to training episodes (`docs/fsc.md` §2).
+    pub train_augment: bool,
+    /// With a frozen CNN and no train-time augmentation, embed every image once and keep
+    /// the features in `embeddings.safetensors` in the run folder (rebuilt when the CNN or
+    /// the data change); meta-training then runs only the projection and the RNN.
+    pub embedding_cache: bool,
 }
 
 impl Default for FscConfig {
@@ -210,12 +223,16 @@ impl Default for FscConfig {
             test_batch: 200,
             use_lr_scheduler: true,
             dtype: "f32".into(),
+            cnn_from: None,
+            freeze_cnn: false,
+            train_augment: true,
+            embedding_cache: true,
         }
     }
 }
 
 /// Keys that may be absent (their value is then derived or off).
-const OPTIONAL_KEYS: [&str; 2] = ["hidden_size", "weight_clip"];
+const OPTIONAL_KEYS: [&str; 3] = ["hidden_size", "weight_clip", "cnn_from"];
 
 impl FscConfig {
     /// The hidden size: `hidden_size` if set, else the paper's (`docs/fsc.md` §5.2): base
@@ -266,19 +283,12 @@ impl FscConfig {
 
     /// The CNN (`cnn`, `cnn_width`) at the data set's image size (`docs/fsc.md` §5.1).
     pub fn backbone(&self) -> BackboneConfig {
-        let image_size = self.image_dataset.kind().image_size();
-        if self.cnn.eq_ignore_ascii_case("resnet12") {
-            BackboneConfig::ResNet12(ResNet12Config {
-                drop_rate: self.resnet_drop_rate,
-                ..ResNet12Config::reference(self.cnn_width, image_size)
-            })
-        } else {
-            BackboneConfig::ProtoNet(ProtoNetConfig {
-                in_channels: 3,
-                channels: self.cnn_width,
-                image_size,
-            })
-        }
+        backbone_config(
+            &self.cnn,
+            self.cnn_width,
+            self.resnet_drop_rate,
+            self.image_dataset.kind().image_size(),
+        )
     }
 
     /// The episode shape of `phase` (augmentation in training only).
@@ -287,9 +297,15 @@ impl FscConfig {
             way: self.way,
             shot: self.shot,
             query: self.query,
-            augment: phase == Phase::Train,
+            augment: phase == Phase::Train && self.train_augment,
             randomize_train_order: self.randomize_train_order,
         }
+    }
+
+    /// Whether meta-training reads the frozen CNN's features from the embedding cache: a
+    /// frozen CNN, no train-time augmentation, and the cache on.
+    pub fn uses_embedding_cache(&self) -> bool {
+        self.freeze_cnn && !self.train_augment && self.embedding_cache
     }
 
     /// The procedural data set's size and seed.
@@ -433,40 +449,86 @@ impl FscConfig {
     /// `hidden_size=auto` restores the paper's size, `weight_clip=none` turns clipping off).
     pub fn with_overrides<S: AsRef<str>>(&self, overrides: &[S]) -> Result<FscConfig> {
         let mut table = self.table();
-        let defaults = FscConfig::default().table();
-        for o in overrides {
-            let o = o.as_ref();
-            let (k, v) = o
-                .split_once('=')
-                .ok_or_else(|| Error::Config(format!("`{o}` is not of the form key=value")))?;
-            let (k, v) = (k.trim(), v.trim());
-            if !Self::keys().iter().any(|x| x == k) {
-                return Err(Self::unknown_key(k));
-            }
-            if OPTIONAL_KEYS.contains(&k) && matches!(v, "none" | "off" | "auto") {
-                table.remove(k);
-                continue;
-            }
-            let value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
-                Ok(mut t) => t.remove("v").expect("parsed"),
-                Err(_) => toml::Value::String(v.to_string()),
-            };
-            // integers where floats are expected are fine (`lr=1` means 1.0), and so are
-            // numbers where a string is expected (`data_dir=2024`)
-            let value = match (defaults.get(k), value) {
-                (_, toml::Value::Integer(i)) if k == "weight_clip" => toml::Value::Float(i as f64),
-                (Some(toml::Value::Float(_)), toml::Value::Integer(i)) => {
-                    toml::Value::Float(i as f64)
-                }
-                (Some(toml::Value::String(_)), v) if !v.is_str() => {
-                    toml::Value::String(v.to_string())
-                }
-                (_, v) => v,
-            };
-            table.insert(k.to_string(), value);
-        }
+        apply_overrides(
+            &mut table,
+            &FscConfig::default().table(),
+            &Self::keys(),
+            &OPTIONAL_KEYS,
+            &["weight_clip"],
+            overrides,
+            Self::unknown_key,
+        )?;
         Self::from_table(table)
     }
+}
+
+/// The CNN named `cnn` (`protonet` or `resnet12`, any case) of width `width` (ResNet-12:
+/// its first block's) for `image_size` images, with `drop_rate` for a ResNet-12
+/// (`docs/fsc.md` §5.1); shared by the fsc and pretraining configurations.
+pub fn backbone_config(
+    cnn: &str,
+    width: usize,
+    drop_rate: f64,
+    image_size: usize,
+) -> BackboneConfig {
+    if cnn.eq_ignore_ascii_case("resnet12") {
+        BackboneConfig::ResNet12(ResNet12Config {
+            drop_rate,
+            ..ResNet12Config::reference(width, image_size)
+        })
+    } else {
+        BackboneConfig::ProtoNet(ProtoNetConfig {
+            in_channels: 3,
+            channels: width,
+            image_size,
+        })
+    }
+}
+
+/// Applies `key=value` overrides to a configuration table (shared by the image tasks'
+/// configurations): values in TOML syntax, bare words are strings; a key of `optional`
+/// set to `none`, `off` or `auto` is removed (its value is then derived or off); integers
+/// where `defaults` has a float, or for a key of `optional_floats`, become floats, and
+/// anything where `defaults` has a string becomes a string. An unknown key is `unknown(key)`.
+pub(crate) fn apply_overrides<S: AsRef<str>>(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    keys: &[String],
+    optional: &[&str],
+    optional_floats: &[&str],
+    overrides: &[S],
+    unknown: impl Fn(&str) -> Error,
+) -> Result<()> {
+    for o in overrides {
+        let o = o.as_ref();
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| Error::Config(format!("`{o}` is not of the form key=value")))?;
+        let (k, v) = (k.trim(), v.trim());
+        if !keys.iter().any(|x| x == k) {
+            return Err(unknown(k));
+        }
+        if optional.contains(&k) && matches!(v, "none" | "off" | "auto") {
+            table.remove(k);
+            continue;
+        }
+        let value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
+            Ok(mut t) => t.remove("v").expect("parsed"),
+            Err(_) => toml::Value::String(v.to_string()),
+        };
+        // integers where floats are expected are fine (`lr=1` means 1.0), and so are
+        // numbers where a string is expected (`data_dir=2024`)
+        let value = match (defaults.get(k), value) {
+            (_, toml::Value::Integer(i)) if optional_floats.contains(&k) => {
+                toml::Value::Float(i as f64)
+            }
+            (Some(toml::Value::Float(_)), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
+            (Some(toml::Value::String(_)), v) if !v.is_str() => toml::Value::String(v.to_string()),
+            (_, v) => v,
+        };
+        table.insert(k.to_string(), value);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -79,6 +79,9 @@ pub struct FscBatch<F> {
     pub categories: Vec<i64>,
     /// The data set index of every step's image, `(B, T)`.
     pub image_ids: Vec<usize>,
+    /// The phase whose data set the images come from (with `image_ids`, where to find
+    /// each image's cached embedding).
+    pub phase: Phase,
     batch: usize,
     steps: usize,
     way: usize,
@@ -338,6 +341,7 @@ impl EpisodeSampler {
             test_begin,
             categories,
             image_ids,
+            phase: self.phase,
             batch,
             steps,
             way,

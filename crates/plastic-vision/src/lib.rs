@@ -23,9 +23,15 @@
 //! - [`memory`]: the memory a run needs, estimated from its configuration;
 //! - [`sweep`]: the paper's image experiments (`fsc`, `fsc_resnet`) as sweeps of runs,
 //!   the data check before they start and time estimates.
+//! - [`cache`]: the embedding cache of a frozen CNN.
+//!
+//! Pretraining (`docs/fsc.md` §7–§8): [`pretrain`] (classification and SimCLR, their
+//! losses, heads, augmentation and run folder; the CNN it leaves starts an fsc run with
+//! `cnn_from`, frozen or fine-tuned).
 
 pub mod augment;
 pub mod baseline;
+pub mod cache;
 pub mod cnn;
 pub mod config;
 pub mod dataset;
@@ -33,8 +39,10 @@ pub mod episodes;
 pub mod memory;
 pub mod model;
 pub mod pickle;
+pub mod pretrain;
 pub mod procedural;
 pub mod run;
+mod runfiles;
 pub mod sweep;
 
 pub use config::{FscConfig, ImageSource};

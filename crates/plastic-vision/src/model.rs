@@ -109,6 +109,8 @@ pub struct FscModel<F: Float> {
     /// rate and, with `noise_seed`, its masks (docs/fsc.md §5.1).
     cnn_calls: u64,
     noise_seed: u64,
+    /// A frozen CNN (docs/fsc.md §5.3): evaluation mode, no gradient, not trained.
+    frozen_cnn: bool,
     net: Network<F>,
 }
 
@@ -142,6 +144,7 @@ impl<F: Float> FscModel<F> {
             buffers: config.cnn.new_buffers(),
             cnn_calls: FIRST_CNN_CALL,
             noise_seed: seed,
+            frozen_cnn: false,
             config,
             cnn,
             proj,
@@ -200,6 +203,7 @@ impl<F: Float> FscModel<F> {
             buffers: config.cnn.new_buffers(),
             cnn_calls: FIRST_CNN_CALL,
             noise_seed: 0,
+            frozen_cnn: false,
             config,
             cnn,
             proj,
@@ -257,11 +261,84 @@ impl<F: Float> FscModel<F> {
         &mut self.params
     }
 
-    /// Which entries of [`Self::params`] the optimiser updates.
+    /// Which entries of [`Self::params`] the optimiser updates (not a frozen CNN's).
     pub fn trainable_mask(&self) -> Vec<bool> {
-        let mut mask = vec![true; self.rnn_offset()];
+        let mut mask = vec![!self.frozen_cnn; self.config.cnn.param_len()];
+        mask.extend(vec![true; self.proj.param_len()]);
         mask.extend(self.net.layout().trainable_mask());
         mask
+    }
+
+    /// Freezes the CNN as the reference's `freeze_pretrained_cnn` (docs/fsc.md §5.3): it
+    /// runs in evaluation mode (BatchNorm running statistics, unchanged; no dropout) in
+    /// training too, gets no gradient, and its parameters are marked untrainable in
+    /// [`Self::layout`]; or unfreezes it.
+    pub fn set_frozen_cnn(&mut self, frozen: bool) {
+        self.frozen_cnn = frozen;
+        let cnn_len = self.config.cnn.param_len();
+        for info in &mut self.layout {
+            if info.offset < cnn_len {
+                info.trainable = !frozen;
+            }
+        }
+    }
+
+    /// Whether the CNN is frozen.
+    pub fn frozen_cnn(&self) -> bool {
+        self.frozen_cnn
+    }
+
+    /// The CNN's parameters (the first part of [`Self::params`]).
+    pub fn cnn_params(&self) -> &[F] {
+        &self.params[..self.config.cnn.param_len()]
+    }
+
+    /// Replaces the CNN's parameters and BatchNorm buffers by named ones (a pretrained CNN,
+    /// docs/fsc.md §5.3): every CNN parameter must be present with its shape, and every
+    /// BatchNorm buffer; names of other parts are an error.
+    pub fn load_cnn(
+        &mut self,
+        params: &BTreeMap<String, NamedTensor>,
+        buffers: &BTreeMap<String, NamedTensor>,
+    ) -> Result<()> {
+        let infos = self.config.cnn.param_infos(0);
+        for name in params.keys() {
+            if !infos.iter().any(|i| &i.name == name) {
+                return Err(Error::UnknownParam {
+                    name: name.clone(),
+                    valid: infos
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        for info in &infos {
+            let t = params.get(&info.name).ok_or_else(|| Error::MissingParam {
+                name: info.name.clone(),
+                expected: info.shape.clone(),
+            })?;
+            if t.shape != info.shape || t.data.len() != info.len() {
+                return Err(Error::ParamShape {
+                    name: info.name.clone(),
+                    expected: info.shape.clone(),
+                    found: t.shape.clone(),
+                });
+            }
+            for (d, &v) in self.params[info.range()].iter_mut().zip(&t.data) {
+                *d = F::of(v);
+            }
+        }
+        self.set_named_buffers(buffers)
+    }
+
+    /// The CNN's features of `count` images (N, C, S, S) in evaluation mode (running
+    /// statistics, unchanged; no dropout): (N, F). What a frozen CNN gives every image,
+    /// whatever batch it comes in (the embedding cache's entries).
+    pub fn cnn_features_eval(&self, images: &[F], count: usize) -> Result<Vec<F>> {
+        self.cnn
+            .forward_eval(self.cnn_params(), images, count, &self.buffers)
     }
 
     /// The parameters by name (f64 copies).
@@ -425,20 +502,48 @@ impl<F: Float> FscModel<F> {
 
     /// Runs the CNN and the projection over every step: training mode (batch statistics,
     /// running statistics updated once per step, tapes kept) or evaluation mode.
-    fn embed(&mut self, b: &FscBatch<F>, train: bool) -> Result<(Vec<StepRecord<F>>, Vec<F>)> {
+    ///
+    /// With `cached` features (B, T, F) of a frozen CNN, the CNN is not run (nor its calls
+    /// counted): the features are those it would give in evaluation mode.
+    fn embed(
+        &mut self,
+        b: &FscBatch<F>,
+        train: bool,
+        cached: Option<&[F]>,
+    ) -> Result<(Vec<StepRecord<F>>, Vec<F>)> {
         let h = self.config.network.hidden_size;
         let e = self.config.extra_input_dim;
         let p = self.proj.output;
         let cnn_len = self.config.cnn.param_len();
+        let fsz = self.config.cnn.feature_size();
+        if let Some(c) = cached {
+            if !self.frozen_cnn || c.len() != b.batch * b.steps * fsz {
+                return Err(Error::Data(format!(
+                    "cached CNN features need a frozen CNN and B·T·F = {} values; got {} \
+                     values, CNN {}",
+                    b.batch * b.steps * fsz,
+                    c.len(),
+                    if self.frozen_cnn { "frozen" } else { "trained" }
+                )));
+            }
+        }
+        // a frozen CNN runs in evaluation mode in training too (docs/fsc.md §5.3)
+        let train_cnn = train && !self.frozen_cnn;
         let mut records = Vec::with_capacity(b.steps);
         let mut rnn_input = vec![F::zero(); b.batch * b.steps * h];
         for t in 0..b.steps {
-            let images = self.step_images(b, t);
             let (cnn_params, rest) = self.params.split_at(cnn_len);
             let proj_params = &rest[..self.proj.param_len()];
-            // the reference counts every forward call, training or evaluation
-            self.cnn_calls += 1;
-            let (features, tape) = if train {
+            let (features, tape) = if let Some(c) = cached {
+                let mut f = Vec::with_capacity(b.batch * fsz);
+                for ep in 0..b.batch {
+                    f.extend_from_slice(&c[(ep * b.steps + t) * fsz..][..fsz]);
+                }
+                (f, None)
+            } else if train_cnn {
+                let images = self.step_images(b, t);
+                // the reference counts every forward call, training or evaluation
+                self.cnn_calls += 1;
                 let noise = Noise {
                     seed: self.noise_seed,
                     call: self.cnn_calls,
@@ -452,6 +557,8 @@ impl<F: Float> FscModel<F> {
                 )?;
                 (f, Some(tape))
             } else {
+                let images = self.step_images(b, t);
+                self.cnn_calls += 1;
                 (
                     self.cnn
                         .forward_eval(cnn_params, &images, b.batch, &self.buffers)?,
@@ -516,18 +623,33 @@ impl<F: Float> FscModel<F> {
     /// The forward pass in training mode (BatchNorm batch statistics; the running
     /// statistics are updated T times) with every intermediate quantity.
     pub fn forward_train(&mut self, b: &FscBatch<F>) -> Result<FscForward<F>> {
-        self.forward(b, true)
+        self.forward(b, true, None)
     }
 
     /// The forward pass in evaluation mode (BatchNorm running statistics, unchanged).
     pub fn forward_eval(&mut self, b: &FscBatch<F>) -> Result<FscForward<F>> {
-        self.forward(b, false)
+        self.forward(b, false, None)
     }
 
-    fn forward(&mut self, b: &FscBatch<F>, train: bool) -> Result<FscForward<F>> {
+    /// [`Self::forward_eval`] with the frozen CNN's features (B, T, F) given instead of
+    /// computed (the embedding cache); `b`'s images are not read.
+    pub fn forward_eval_cached(
+        &mut self,
+        b: &FscBatch<F>,
+        features: &[F],
+    ) -> Result<FscForward<F>> {
+        self.forward(b, false, Some(features))
+    }
+
+    fn forward(
+        &mut self,
+        b: &FscBatch<F>,
+        train: bool,
+        cached: Option<&[F]>,
+    ) -> Result<FscForward<F>> {
         self.check_batch(b)?;
         self.sync_network();
-        let (records, rnn_input) = self.embed(b, train)?;
+        let (records, rnn_input) = self.embed(b, train, cached)?;
         let ep = self.episodes(b, rnn_input.clone())?;
         let rnn = self.net.forward(&ep, Loss::CrossEntropy)?;
         let fsz = self.config.cnn.feature_size();
@@ -552,10 +674,30 @@ impl<F: Float> FscModel<F> {
     /// times), the projection, the RNN's exact meta-gradient including `d loss / d rnn
     /// input`, then back through the projection and the CNN step by step. Also counts the
     /// episodes whose first query is classified correctly.
+    ///
+    /// A frozen CNN runs in evaluation mode and gets no gradient (its entries are 0).
     pub fn loss_and_grad(&mut self, b: &FscBatch<F>) -> Result<FscGradient<F>> {
+        self.loss_and_grad_inner(b, None)
+    }
+
+    /// [`Self::loss_and_grad`] with the frozen CNN's features (B, T, F) given instead of
+    /// computed (the embedding cache); `b`'s images are not read.
+    pub fn loss_and_grad_cached(
+        &mut self,
+        b: &FscBatch<F>,
+        features: &[F],
+    ) -> Result<FscGradient<F>> {
+        self.loss_and_grad_inner(b, Some(features))
+    }
+
+    fn loss_and_grad_inner(
+        &mut self,
+        b: &FscBatch<F>,
+        cached: Option<&[F]>,
+    ) -> Result<FscGradient<F>> {
         self.check_batch(b)?;
         self.sync_network();
-        let (records, rnn_input) = self.embed(b, true)?;
+        let (records, rnn_input) = self.embed(b, true, cached)?;
         let ep = self.episodes(b, rnn_input)?;
         // the RNN's outputs for the accuracy (the gradient pass does not return them)
         let outputs = self.net.forward(&ep, Loss::CrossEntropy)?.outputs;
@@ -589,6 +731,9 @@ impl<F: Float> FscModel<F> {
                 b.batch,
                 proj_grads,
             )?;
+            if self.frozen_cnn {
+                continue;
+            }
             let tape = r
                 .tape
                 .as_ref()

@@ -35,11 +35,13 @@ use plastic::{Error, Float, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::nearest_neighbour_score;
+use crate::cache::{CacheStatus, EmbeddingCache};
 use crate::config::{FscConfig, ImageSource};
 use crate::dataset::{ImageDataset, Phase};
 use crate::episodes::{EpisodeSampler, FscBatch};
 use crate::model::{self, FscModel};
 use crate::procedural;
+use crate::runfiles;
 
 /// Seed of the test episodes, the same for every run (as the reference's fixed test seed).
 pub const TEST_SEED: u64 = 0x7E57_5EED;
@@ -103,6 +105,16 @@ pub trait FscLearner<F: Float> {
     fn train_step(&mut self, batch: &FscBatch<F>) -> Result<StepResult<F>>;
     /// Loss and correct first queries in evaluation mode (running statistics, unchanged).
     fn evaluate(&mut self, batch: &FscBatch<F>) -> Result<EvalResult>;
+    /// Called once before training or testing starts, after a checkpoint was restored, with
+    /// the run's data and folder (the embedding cache is built here). Nothing by default.
+    fn prepare(
+        &mut self,
+        _data: &FscData,
+        _dir: &Path,
+        _observer: &mut dyn FscObserver,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The model an `fsc` run trains (`docs/fsc.md` §5): the CNN of [`FscConfig::backbone`] at
@@ -114,7 +126,120 @@ pub fn build_model<F: Float>(config: &FscConfig) -> Result<FscModel<F>> {
         network: config.network_config(),
         extra_input_dim: config.way,
     };
-    FscModel::new(shape, config.seed)
+    let mut model = FscModel::new(shape, config.seed)?;
+    if let Some(dir) = &config.cnn_from {
+        let cnn = crate::pretrain::run::load_pretrained_cnn(dir, config.backbone())?;
+        model.load_cnn(&cnn.params, &cnn.buffers)?;
+    }
+    model.set_frozen_cnn(config.freeze_cnn);
+    Ok(model)
+}
+
+/// The model an `fsc` run trains ([`build_model`]), reading a frozen CNN's features from
+/// the embedding cache when the configuration asks for it
+/// ([`FscConfig::uses_embedding_cache`], docs/fsc.md §5.3).
+#[derive(Debug)]
+pub struct FscRunModel<F: Float> {
+    /// The model.
+    pub model: FscModel<F>,
+    use_cache: bool,
+    cache: Option<EmbeddingCache<F>>,
+}
+
+impl<F: Float> FscRunModel<F> {
+    /// The model of `config`; the cache is opened by [`FscLearner::prepare`].
+    pub fn new(config: &FscConfig) -> Result<Self> {
+        Ok(FscRunModel {
+            model: build_model(config)?,
+            use_cache: config.uses_embedding_cache(),
+            cache: None,
+        })
+    }
+
+    /// The cached features of a batch's images, (B, T, F), if the cache is in use.
+    fn cached(&self, batch: &FscBatch<F>) -> Result<Option<Vec<F>>> {
+        match (&self.cache, self.use_cache) {
+            (Some(c), true) => c.features(batch.phase, &batch.image_ids).map(Some),
+            (None, true) => Err(Error::Data(
+                "internal: the embedding cache was not prepared before training".into(),
+            )),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl<F: Float> FscLearner<F> for FscRunModel<F> {
+    fn param_infos(&self) -> Vec<ParamInfo> {
+        self.model.param_infos()
+    }
+    fn params(&self) -> &[F] {
+        self.model.params()
+    }
+    fn params_mut(&mut self) -> &mut [F] {
+        self.model.params_mut()
+    }
+    fn buffer_infos(&self) -> Vec<ParamInfo> {
+        FscLearner::buffer_infos(&self.model)
+    }
+    fn buffers(&self) -> Vec<F> {
+        FscLearner::buffers(&self.model)
+    }
+    fn set_buffers(&mut self, values: &[F]) -> Result<()> {
+        self.model.set_buffers(values)
+    }
+    fn train_step(&mut self, batch: &FscBatch<F>) -> Result<StepResult<F>> {
+        let Some(features) = self.cached(batch)? else {
+            return self.model.train_step(batch);
+        };
+        let g = self
+            .model
+            .loss_and_grad_cached(&model_batch(batch), &features)?;
+        Ok(StepResult {
+            loss: g.loss.f64(),
+            correct: g.correct_first_query,
+            grads: g.grads,
+        })
+    }
+    fn evaluate(&mut self, batch: &FscBatch<F>) -> Result<EvalResult> {
+        let Some(features) = self.cached(batch)? else {
+            return self.model.evaluate(batch);
+        };
+        let f = self
+            .model
+            .forward_eval_cached(&model_batch(batch), &features)?;
+        Ok(EvalResult {
+            loss: f.rnn.loss.f64(),
+            correct: f.correct_first_query,
+        })
+    }
+    fn prepare(
+        &mut self,
+        data: &FscData,
+        dir: &Path,
+        observer: &mut dyn FscObserver,
+    ) -> Result<()> {
+        if !self.use_cache {
+            return Ok(());
+        }
+        let sets = [
+            data.train.dataset(),
+            data.val.dataset(),
+            data.test.dataset(),
+        ];
+        let (cache, status) = EmbeddingCache::open(dir, &self.model, sets)?;
+        observer.note(&format!(
+            "embedding cache {} ({} images, key {})",
+            match status {
+                CacheStatus::Loaded => "read from embeddings.safetensors",
+                CacheStatus::Built => "built",
+                CacheStatus::Rebuilt => "rebuilt (the CNN or the data changed)",
+            },
+            sets.iter().map(|s| s.len()).sum::<usize>(),
+            cache.key()
+        ));
+        self.cache = Some(cache);
+        Ok(())
+    }
 }
 
 /// Which parameters the optimiser updates (all of them, for a model built from scratch).
@@ -218,9 +343,9 @@ pub fn train_fsc(dir: &Path, start: Start, observer: &mut dyn FscObserver) -> Re
         },
     };
     if dtype == "f64" {
-        train_with(dir, start, build_model::<f64>, observer)
+        train_with(dir, start, FscRunModel::<f64>::new, observer)
     } else {
-        train_with(dir, start, build_model::<f32>, observer)
+        train_with(dir, start, FscRunModel::<f32>::new, observer)
     }
 }
 
@@ -243,7 +368,7 @@ pub struct FscLogRow {
 
 impl FscLogRow {
     /// The row as `progress.tsv` writes it (numbers in their shortest exact form).
-    fn tsv(&self) -> String {
+    pub(crate) fn tsv(&self) -> String {
         format!(
             "{}\t{:e}\t{:e}\t{}\t{:e}\t{:.3}",
             self.step, self.train_loss, self.val_loss, self.val_acc, self.lr, self.elapsed_s
@@ -489,7 +614,18 @@ fn open_run(dir: &Path, start: Start) -> Result<FscConfig> {
         Start::New { config, overwrite } => {
             let config = config.resolved();
             config.validate()?;
-            prepare_new(dir, overwrite)?;
+            runfiles::prepare_new(
+                dir,
+                overwrite,
+                &[
+                    files::CONFIG,
+                    files::PROGRESS,
+                    files::BEST,
+                    files::CHECKPOINT,
+                    files::TEST,
+                    crate::cache::FILE,
+                ],
+            )?;
             write_atomic(&dir.join(files::CONFIG), config.to_toml().as_bytes())?;
             write_atomic(
                 &dir.join(files::PROGRESS),
@@ -514,112 +650,13 @@ fn open_run(dir: &Path, start: Start) -> Result<FscConfig> {
     }
 }
 
-fn prepare_new(dir: &Path, overwrite: bool) -> Result<()> {
-    if dir.exists() {
-        let nonempty = fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .next()
-            .is_some();
-        if nonempty && !overwrite {
-            return Err(Error::Config(format!(
-                "{} already exists; use --resume to continue it or --overwrite to replace it",
-                dir.display()
-            )));
-        }
-        for name in [
-            files::CONFIG,
-            files::PROGRESS,
-            files::BEST,
-            files::CHECKPOINT,
-            files::TEST,
-        ] {
-            let p = dir.join(name);
-            if p.exists() {
-                fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-            }
-        }
-    }
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
-}
-
-/// Named flat buffers as safetensors bytes, in `F`'s own float type, through the core's
-/// writer (sorted header, checksum of the whole content).
-fn tensors_bytes<F: Float>(
-    groups: &[(&str, &[ParamInfo], &[F])],
-    metadata: BTreeMap<String, String>,
-) -> Result<Vec<u8>> {
-    let mut named = Vec::new();
-    for (prefix, infos, data) in groups {
-        for info in infos.iter() {
-            named.push((
-                format!("{prefix}{}", info.name),
-                info.shape.clone(),
-                &data[info.range()],
-            ));
-        }
-    }
-    plastic::params::named_safetensors_bytes(&named, metadata)
-}
-
-/// Reads the named buffer `prefix` + every name of `infos` from safetensors, as `F`.
-fn tensors_read<F: Float>(
-    st: &safetensors::SafeTensors,
-    prefix: &str,
-    infos: &[ParamInfo],
-    path: &Path,
-) -> Result<Vec<F>> {
-    use safetensors::tensor::Dtype;
-    let len = infos.iter().map(|i| i.offset + i.len()).max().unwrap_or(0);
-    let mut data = vec![F::zero(); len];
-    for info in infos {
-        let name = format!("{prefix}{}", info.name);
-        let t = st.tensor(&name).map_err(|_| Error::MissingParam {
-            name: name.clone(),
-            expected: info.shape.clone(),
-        })?;
-        if t.shape() != info.shape.as_slice() {
-            return Err(Error::ParamShape {
-                name,
-                expected: info.shape.clone(),
-                found: t.shape().to_vec(),
-            });
-        }
-        let dst = &mut data[info.range()];
-        match t.dtype() {
-            Dtype::F32 => {
-                for (d, c) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
-                    *d = F::of(f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64);
-                }
-            }
-            Dtype::F64 => {
-                for (d, c) in dst.iter_mut().zip(t.data().chunks_exact(8)) {
-                    *d = F::of(f64::from_le_bytes(c.try_into().expect("8 bytes")));
-                }
-            }
-            other => {
-                return Err(Error::format(
-                    path,
-                    format!("tensor `{name}` has dtype {other:?}; valid: F32, F64"),
-                ))
-            }
-        }
-        if let Some(i) = dst.iter().position(|v| !v.f64().is_finite()) {
-            return Err(Error::format(
-                path,
-                format!("corrupt: tensor `{name}` has a non-finite value at element {i}"),
-            ));
-        }
-    }
-    Ok(data)
-}
-
 /// Loads a model's parameters and state buffers from a `best.safetensors` (or any file
 /// written the same way, names without prefix).
 pub fn load_best<F: Float, M: FscLearner<F>>(model: &mut M, path: &Path) -> Result<()> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = plastic::params::parse_safetensors(&bytes, path)?;
-    let params = tensors_read::<F>(&st, "", &model.param_infos(), path)?;
-    let buffers = tensors_read::<F>(&st, "", &model.buffer_infos(), path)?;
+    let params = runfiles::tensors_read::<F>(&st, "", &model.param_infos(), path)?;
+    let buffers = runfiles::tensors_read::<F>(&st, "", &model.buffer_infos(), path)?;
     model.params_mut().copy_from_slice(&params);
     model.set_buffers(&buffers)
 }
@@ -684,35 +721,31 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
             serde_json::to_string(&self.state).expect("serialisable"),
         );
         meta.insert("config".into(), self.config.to_toml());
-        let (p, b) = (self.model.param_infos(), self.model.buffer_infos());
-        let buffers = self.model.buffers();
-        let bytes = tensors_bytes(
-            &[
-                ("param.", &p, self.model.params()),
-                ("buffer.", &b, &buffers),
-                ("best.", &p, &self.best_params),
-                ("best_buffer.", &b, &self.best_buffers),
-                ("adam_m.", &p, &self.opt.m),
-                ("adam_v.", &p, &self.opt.v),
-                ("adam_vmax.", &p, &self.opt.v_max),
-            ],
+        runfiles::write_checkpoint(
+            &self.dir.join(files::CHECKPOINT),
+            &self.model.param_infos(),
+            &self.model.buffer_infos(),
+            self.model.params(),
+            &self.model.buffers(),
+            &self.best_params,
+            &self.best_buffers,
+            &self.opt,
             meta,
-        )?;
-        write_atomic(&self.dir.join(files::CHECKPOINT), &bytes)
+        )
     }
 
     fn load_checkpoint(&mut self) -> Result<()> {
         let path = self.dir.join(files::CHECKPOINT);
-        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let ck = runfiles::read_checkpoint::<F>(
+            &path,
+            &self.model.param_infos(),
+            &self.model.buffer_infos(),
+        )?;
         let corrupt =
             |m: String| Error::format(&path, format!("corrupt or truncated checkpoint: {m}"));
-        let st = plastic::params::parse_safetensors(&bytes, &path)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let meta = header.metadata().clone().unwrap_or_default();
         let state: CheckpointState = serde_json::from_str(
-            meta.get("state")
+            ck.meta
+                .get("state")
                 .ok_or_else(|| corrupt("no state".into()))?,
         )
         .map_err(|e| corrupt(e.to_string()))?;
@@ -729,7 +762,8 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
                 F::NAME
             )));
         }
-        let saved = meta
+        let saved = ck
+            .meta
             .get("config")
             .ok_or_else(|| corrupt("no config".into()))?;
         if FscConfig::from_toml(saved)? != self.config {
@@ -739,39 +773,21 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
                 files::CONFIG
             )));
         }
-        let (p, b) = (self.model.param_infos(), self.model.buffer_infos());
-        let read = |prefix: &str, infos: &[ParamInfo]| {
-            tensors_read::<F>(&st, prefix, infos, &path).map_err(|e| corrupt(e.to_string()))
-        };
-        let params = read("param.", &p)?;
-        let buffers = read("buffer.", &b)?;
-        self.best_params = read("best.", &p)?;
-        self.best_buffers = read("best_buffer.", &b)?;
-        let (m, v, vmax) = (
-            read("adam_m.", &p)?,
-            read("adam_v.", &p)?,
-            read("adam_vmax.", &p)?,
-        );
-        self.model.params_mut().copy_from_slice(&params);
-        self.model.set_buffers(&buffers)?;
+        self.model.params_mut().copy_from_slice(&ck.params);
+        self.model.set_buffers(&ck.buffers)?;
+        self.best_params = ck.best_params;
+        self.best_buffers = ck.best_buffers;
+        let [m, v, vmax] = ck.moments;
         self.opt =
             AdamW::new(self.opt.config, self.mask.clone()).with_state(state.adam_step, m, v, vmax);
         self.opt.config.lr = state.lr;
         self.state = state;
         // keep progress.tsv consistent with the checkpoint (drop rows logged after it)
-        let progress = self.dir.join(files::PROGRESS);
-        let text = fs::read_to_string(&progress).unwrap_or_default();
-        let mut kept = vec![PROGRESS_HEADER.to_string()];
-        for line in text.lines().skip(1) {
-            let step = line
-                .split('\t')
-                .next()
-                .and_then(|s| s.parse::<usize>().ok());
-            if step.is_some_and(|s| s <= self.state.step) {
-                kept.push(line.to_string());
-            }
-        }
-        write_atomic(&progress, (kept.join("\n") + "\n").as_bytes())?;
+        runfiles::trim_progress(
+            &self.dir.join(files::PROGRESS),
+            PROGRESS_HEADER,
+            self.state.step,
+        )?;
         self.write_best()
     }
 
@@ -780,12 +796,14 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
         meta.insert("step".into(), self.state.best_step.to_string());
         meta.insert("val_acc".into(), format!("{}", self.state.best_val_acc));
         meta.insert("config".into(), self.config.to_toml());
-        let (p, b) = (self.model.param_infos(), self.model.buffer_infos());
-        let bytes = tensors_bytes(
-            &[("", &p, &self.best_params), ("", &b, &self.best_buffers)],
+        runfiles::write_named(
+            &self.dir.join(files::BEST),
+            &self.model.param_infos(),
+            &self.best_params,
+            &self.model.buffer_infos(),
+            &self.best_buffers,
             meta,
-        )?;
-        write_atomic(&self.dir.join(files::BEST), &bytes)
+        )
     }
 
     /// The `index`-th validation: `test_batch` fresh validation batches.
@@ -844,6 +862,7 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
 
     fn run(mut self, observer: &mut dyn FscObserver) -> Result<FscSummary> {
         let c = self.config.clone();
+        self.model.prepare(&self.data, &self.dir, observer)?;
         let started = Instant::now();
         let elapsed0 = self.state.elapsed_s;
         // a checkpoint is written right after the log of its step: resume after that log

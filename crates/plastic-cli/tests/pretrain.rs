@@ -1,0 +1,153 @@
+//! `plastic train --task pretrain-classification|pretrain-simclr` end to end on tiny
+//! settings (procedural data → CNN → head → loss → step, held-out validation, checkpoint,
+//! resume, figures), then `plastic train --task fsc --set cnn_from=...` frozen with the
+//! embedding cache, and the errors for a wrong pretraining folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn plastic(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plastic"))
+        .args(args)
+        .output()
+        .expect("running plastic")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = plastic(args);
+    assert!(
+        out.status.success(),
+        "plastic {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(args: &[&str]) -> String {
+    let out = plastic(args);
+    assert!(!out.status.success(), "plastic {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "plastic-cli-pretrain-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const TINY: [&str; 14] = [
+    "--set",
+    "image_dataset=procedural",
+    "--set",
+    "procedural_images=6",
+    "--set",
+    "cnn_width=4",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "log_every=2",
+    "--set",
+    "test_batch=1",
+    "--set",
+    "max_batch=3",
+];
+
+#[test]
+fn pretraining_runs_resumes_draws_and_starts_a_frozen_fsc_run() {
+    for task in ["pretrain-classification", "pretrain-simclr"] {
+        let dir = tmp(task);
+        let mut args = vec!["train", "--task", task, "--out", s(&dir)];
+        args.extend(TINY);
+        let out = ok(&args);
+        assert!(out.contains("use it with --set cnn_from="), "{out}");
+        for f in [
+            "config.toml",
+            "progress.tsv",
+            "best.safetensors",
+            "checkpoint.safetensors",
+            "result.json",
+            "pretrain.png",
+            "pretrain_accuracy.png",
+        ] {
+            assert!(dir.join(f).is_file(), "{task}: {f}");
+        }
+        // resuming a finished run changes nothing
+        let before = std::fs::read(dir.join("best.safetensors")).unwrap();
+        ok(&["train", "--resume", s(&dir)]);
+        assert_eq!(before, std::fs::read(dir.join("best.safetensors")).unwrap());
+        // the CNN starts a frozen fsc run that reads the embedding cache
+        let fsc = tmp(&format!("fsc-{task}"));
+        let from = format!("cnn_from={}", dir.display());
+        let out = ok(&[
+            "train",
+            "--task",
+            "fsc",
+            "--out",
+            s(&fsc),
+            "--set",
+            "image_dataset=procedural",
+            "--set",
+            "procedural_images=6",
+            "--set",
+            "cnn_width=4",
+            "--set",
+            "hidden_size=16",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "max_batch=3",
+            "--set",
+            "log_every=2",
+            "--set",
+            "test_batch=2",
+            "--set",
+            &from,
+            "--set",
+            "freeze_cnn=true",
+            "--set",
+            "train_augment=false",
+        ]);
+        assert!(out.contains("test accuracy"), "{out}");
+        assert!(fsc.join("embeddings.safetensors").is_file());
+    }
+}
+
+#[test]
+fn bad_pretraining_requests_are_clear_errors() {
+    let e = err(&[
+        "train",
+        "--task",
+        "pretrain-simclr",
+        "--set",
+        "hidden_size=3",
+    ]);
+    assert!(
+        e.contains("unknown key `hidden_size`") && e.contains("simclr_head_size"),
+        "{e}"
+    );
+    let e = err(&["train", "--task", "pretrain-simclr", "--rnn", "lstm"]);
+    assert!(e.contains("do not apply to pretraining"), "{e}");
+    let missing = tmp("missing");
+    let from = format!("cnn_from={}", missing.display());
+    let e = err(&[
+        "train",
+        "--task",
+        "fsc",
+        "--out",
+        s(&tmp("bad-fsc")),
+        "--set",
+        "image_dataset=procedural",
+        "--set",
+        "procedural_images=6",
+        "--set",
+        &from,
+    ]);
+    assert!(e.contains("no such folder"), "{e}");
+}
