@@ -171,6 +171,47 @@ pub(crate) fn read_checkpoint<F: Float>(
     })
 }
 
+/// The metadata a trainer stores in its checkpoint: its state as JSON under `state` and its
+/// resolved configuration under `config`.
+pub(crate) fn checkpoint_meta(
+    state: &impl serde::Serialize,
+    config_toml: String,
+) -> BTreeMap<String, String> {
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        "state".into(),
+        serde_json::to_string(state).expect("serialisable"),
+    );
+    meta.insert("config".into(), config_toml);
+    meta
+}
+
+/// The trainer state and the configuration text of a checkpoint's metadata (written by
+/// [`checkpoint_meta`]); a missing or unreadable entry is an error that names the file and
+/// says it is corrupt.
+pub(crate) fn checkpoint_state<'m, S: serde::de::DeserializeOwned>(
+    meta: &'m BTreeMap<String, String>,
+    path: &Path,
+) -> Result<(S, &'m str)> {
+    let corrupt = |m: String| Error::format(path, format!("corrupt or truncated checkpoint: {m}"));
+    let state = meta
+        .get("state")
+        .ok_or_else(|| corrupt("no state".into()))?;
+    let state = serde_json::from_str(state).map_err(|e| corrupt(e.to_string()))?;
+    let config = meta
+        .get("config")
+        .ok_or_else(|| corrupt("no config".into()))?;
+    Ok((state, config))
+}
+
+/// The error for a checkpoint whose configuration is not the run folder's `config.toml`.
+pub(crate) fn config_mismatch(path: &Path, config_file: &str) -> Error {
+    Error::Config(format!(
+        "{} was written by a different configuration than {config_file}; refusing to mix them",
+        path.display()
+    ))
+}
+
 /// Writes parameters and state buffers under their own names (a `best.safetensors`).
 pub(crate) fn write_named<F: Float>(
     path: &Path,

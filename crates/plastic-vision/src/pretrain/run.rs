@@ -281,12 +281,7 @@ impl<F: Float> Trainer<F> {
     }
 
     fn save_checkpoint(&self) -> Result<()> {
-        let mut meta = BTreeMap::new();
-        meta.insert(
-            "state".into(),
-            serde_json::to_string(&self.state).expect("serialisable"),
-        );
-        meta.insert("config".into(), self.config.to_toml());
+        let meta = runfiles::checkpoint_meta(&self.state, self.config.to_toml());
         runfiles::write_checkpoint(
             &self.dir.join(files::CHECKPOINT),
             &self.model.param_infos(),
@@ -309,12 +304,7 @@ impl<F: Float> Trainer<F> {
         )?;
         let corrupt =
             |m: String| Error::format(&path, format!("corrupt or truncated checkpoint: {m}"));
-        let state: CheckpointState = serde_json::from_str(
-            ck.meta
-                .get("state")
-                .ok_or_else(|| corrupt("no state".into()))?,
-        )
-        .map_err(|e| corrupt(e.to_string()))?;
+        let (state, saved): (CheckpointState, &str) = runfiles::checkpoint_state(&ck.meta, &path)?;
         if state.format != CHECKPOINT_FORMAT || state.dtype != F::NAME {
             return Err(corrupt(format!(
                 "format `{}` in {}, expected {CHECKPOINT_FORMAT} in {}",
@@ -323,16 +313,8 @@ impl<F: Float> Trainer<F> {
                 F::NAME
             )));
         }
-        let saved = ck
-            .meta
-            .get("config")
-            .ok_or_else(|| corrupt("no config".into()))?;
         if PretrainConfig::from_toml(saved)? != self.config {
-            return Err(Error::Config(format!(
-                "{} was written by a different configuration than {}; refusing to mix them",
-                path.display(),
-                files::CONFIG
-            )));
+            return Err(runfiles::config_mismatch(&path, files::CONFIG));
         }
         self.model.params_mut().copy_from_slice(&ck.params);
         self.model.set_buffers(&ck.buffers)?;
