@@ -3,40 +3,15 @@
 //! step (the demo's under its retrieval curriculum), validation, checkpoint, resume, test
 //! against the 1-NN baseline, figure.
 
+mod common;
+
+use common::{err, ok, s};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn plastic(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plastic"))
-        .args(args)
-        .output()
-        .expect("running plastic")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = plastic(args);
-    assert!(
-        out.status.success(),
-        "plastic {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(args: &[&str]) -> String {
-    let out = plastic(args);
-    assert!(!out.status.success(), "plastic {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("plastic-cli-fsc-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// Tiny settings: 6 images per procedural class, 4 channels, H 16, 4 episodes, 5 updates.

@@ -3,43 +3,15 @@
 //! refuse a changed configuration), through a stand-in for Slurm that runs the array's
 //! tasks, `--list` with time and memory per run, the data check, and `plastic analyze fsc`.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn plastic_with(args: &[&str], path: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plastic"));
-    cmd.args(args);
-    if let Some(p) = path {
-        cmd.env("PATH", p);
-    }
-    cmd.output().expect("running plastic")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = plastic_with(args, None);
-    assert!(
-        out.status.success(),
-        "plastic {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(args: &[&str]) -> String {
-    let out = plastic_with(args, None);
-    assert!(!out.status.success(), "plastic {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{err, ok, plastic_with, s};
 
 fn tmp(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("plastic-fsc-sweep-{name}-"))
         .tempdir()
         .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// The fsc sweep's CIFAR-FS RNN runs, one seed, on tiny procedural settings: 3 runs (one
