@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{err, ok, s};
+use common::{err, ok, ok_in, s};
 use std::path::{Path, PathBuf};
 
 fn tmp(name: &str) -> PathBuf {
@@ -92,6 +92,56 @@ fn train_resume_and_test_on_the_procedural_set() {
     std::fs::remove_file(resumed.join("test.json")).unwrap();
     let e = err(&["train", "--resume", s(&resumed)]);
     assert!(e.contains("different configuration"), "{e}");
+}
+
+#[test]
+fn default_folders_name_the_cnn_and_old_names_still_resume() {
+    let cwd = tmp("default-dir");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let runs = cwd.join("runs");
+    // runs that differ only in their CNN get folders of their own: the kind always, the
+    // width when it is not the default (64)
+    for (cnn, folder) in [
+        (
+            &["--set", "cnn=protonet"][..],
+            "fsc-procedural-protonet-w4-rnn-gradient-s1",
+        ),
+        (
+            &["--set", "cnn=resnet12"],
+            "fsc-procedural-resnet12-w4-rnn-gradient-s1",
+        ),
+        (
+            &["--set", "cnn_width=64"],
+            "fsc-procedural-protonet-rnn-gradient-s1",
+        ),
+    ] {
+        let mut args = vec!["train", "--task", "fsc"];
+        args.extend(TINY);
+        args.extend(["--set", "max_batch=1"]);
+        args.extend(cnn);
+        let out = ok_in(&cwd, &args);
+        assert!(out.contains(folder), "{out}");
+        assert!(runs.join(folder).join("test.json").is_file(), "{folder}");
+    }
+    // a run in a folder named the way older versions named it (no CNN) is resumed as before
+    let old = runs.join("fsc-procedural-rnn-gradient-s1");
+    std::fs::rename(
+        runs.join("fsc-procedural-protonet-w4-rnn-gradient-s1"),
+        &old,
+    )
+    .unwrap();
+    let test = json(&old.join("test.json"));
+    std::fs::remove_file(old.join("test.json")).unwrap();
+    let out = ok_in(
+        &cwd,
+        &["train", "--resume", "runs/fsc-procedural-rnn-gradient-s1"],
+    );
+    assert!(out.contains("test accuracy"), "{out}");
+    // the same result (all but the wall-clock time of the resumed training)
+    let mut again = json(&old.join("test.json"));
+    again["elapsed_s"] = test["elapsed_s"].clone();
+    assert_eq!(again, test);
+    let _ = std::fs::remove_dir_all(&cwd);
 }
 
 #[test]

@@ -34,6 +34,23 @@ pub fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `plastic args` in the folder `cwd`, asserts that it succeeded, and returns its
+/// standard output.
+pub fn ok_in(cwd: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_plastic"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("running plastic");
+    assert!(
+        out.status.success(),
+        "plastic {args:?} in {} failed:\n{}",
+        cwd.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `plastic args`, asserts that it failed, and returns its standard error.
 pub fn err(args: &[&str]) -> String {
     let out = plastic(args);
