@@ -439,7 +439,8 @@ impl FscConfig {
 }
 
 /// The keys that an fsc and a pretraining configuration share (data set, CNN, optimiser,
-/// logging, float type), validated in one place for both.
+/// schedule, logging, float type): validated in one place for both, and what the shared
+/// trainer ([`crate::trainer`]) reads.
 pub(crate) struct SharedKeys {
     pub image_dataset: ImageSource,
     pub procedural_images: usize,
@@ -449,8 +450,10 @@ pub(crate) struct SharedKeys {
     pub lr: f64,
     pub wdecay: f64,
     pub grad_clip: f64,
+    pub max_batch: usize,
     pub log_every: usize,
     pub test_batch: usize,
+    pub use_lr_scheduler: bool,
     pub dtype: String,
 }
 
@@ -466,8 +469,10 @@ macro_rules! shared_keys {
             lr: $config.lr,
             wdecay: $config.wdecay,
             grad_clip: $config.grad_clip,
+            max_batch: $config.max_batch,
             log_every: $config.log_every,
             test_batch: $config.test_batch,
+            use_lr_scheduler: $config.use_lr_scheduler,
             dtype: $config.dtype.clone(),
         }
     };
