@@ -5,36 +5,19 @@
 
 mod common;
 
-use common::{err, ok, ok_in, s};
+use common::{err, fresh_dir, ok, ok_in, s, TINY_FSC};
 use std::path::{Path, PathBuf};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("plastic-cli-fsc-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    fresh_dir("plastic-cli-fsc", name)
 }
 
-/// Tiny settings: 6 images per procedural class, 4 channels, H 16, 4 episodes, 5 updates.
-const TINY: [&str; 18] = [
-    "--set",
-    "image_dataset=procedural",
-    "--set",
-    "procedural_images=6",
-    "--set",
-    "cnn_width=4",
-    "--set",
-    "hidden_size=16",
-    "--set",
-    "batch_size=4",
-    "--set",
-    "log_every=2",
-    "--set",
-    "test_batch=2",
-    "--set",
-    "max_batch=4",
-    "--set",
-    "seed=1",
-];
+/// [`TINY_FSC`], 5 updates, seed 1.
+fn tiny() -> Vec<&'static str> {
+    let mut args = TINY_FSC.to_vec();
+    args.extend(["--set", "max_batch=4", "--set", "seed=1"]);
+    args
+}
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -44,7 +27,7 @@ fn json(path: &Path) -> serde_json::Value {
 fn train_resume_and_test_on_the_procedural_set() {
     let dir = tmp("train");
     let mut args = vec!["train", "--task", "fsc", "--out", s(&dir)];
-    args.extend(TINY);
+    args.extend(tiny());
     let out = ok(&args);
     assert!(out.contains("test accuracy"), "{out}");
     for f in [
@@ -84,7 +67,7 @@ fn train_resume_and_test_on_the_procedural_set() {
     // a checkpoint of another configuration is refused, not mixed
     let resumed = tmp("resumed");
     let mut args = vec!["train", "--task", "fsc", "--out", s(&resumed)];
-    args.extend(TINY);
+    args.extend(tiny());
     args.extend(["--set", "max_batch=2"]);
     ok(&args);
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
@@ -116,7 +99,7 @@ fn default_folders_name_the_cnn_and_old_names_still_resume() {
         ),
     ] {
         let mut args = vec!["train", "--task", "fsc"];
-        args.extend(TINY);
+        args.extend(tiny());
         args.extend(["--set", "max_batch=1"]);
         args.extend(cnn);
         let out = ok_in(&cwd, &args);
@@ -187,7 +170,7 @@ fn bad_keys_and_values_list_the_valid_ones() {
 fn demo_writes_its_figure() {
     let out = tmp("demo");
     let mut args = vec!["fsc-demo", "--out", s(&out)];
-    args.extend(TINY);
+    args.extend(tiny());
     let text = ok(&args);
     assert!(text.contains("raw-pixel 1-NN"), "{text}");
     assert!(out.join("fsc_demo.png").exists() && out.join("fsc_demo.svg").exists());

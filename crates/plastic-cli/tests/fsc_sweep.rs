@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{err, ok, plastic_with, s};
+use common::{err, ok, plastic_with, s, TINY_FSC};
 
 fn tmp(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -17,7 +17,7 @@ fn tmp(name: &str) -> tempfile::TempDir {
 /// The fsc sweep's CIFAR-FS RNN runs, one seed, on tiny procedural settings: 3 runs (one
 /// per rule) of 3 updates each.
 fn tiny(out: &str) -> Vec<&str> {
-    vec![
+    let mut args = vec![
         "sweep",
         "fsc",
         "--out",
@@ -30,21 +30,9 @@ fn tiny(out: &str) -> Vec<&str> {
         "image_dataset=cifar_fs",
         "--only",
         "rnn=rnn",
-        "--set",
-        "image_dataset=procedural",
-        "--set",
-        "procedural_images=6",
-        "--set",
-        "cnn_width=4",
-        "--set",
-        "hidden_size=16",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "log_every=2",
-        "--set",
-        "test_batch=2",
-    ]
+    ];
+    args.extend(TINY_FSC);
+    args
 }
 
 const RUNS: [&str; 3] = [

@@ -5,16 +5,11 @@
 
 mod common;
 
-use common::{err, ok, s};
+use common::{err, fresh_dir, ok, s, TINY_FSC};
 use std::path::PathBuf;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "plastic-cli-pretrain-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    fresh_dir("plastic-cli-pretrain", name)
 }
 
 const TINY: [&str; 14] = [
@@ -60,28 +55,11 @@ fn pretraining_runs_resumes_draws_and_starts_a_frozen_fsc_run() {
         // the CNN starts a frozen fsc run that reads the embedding cache
         let fsc = tmp(&format!("fsc-{task}"));
         let from = format!("cnn_from={}", dir.display());
-        let out = ok(&[
-            "train",
-            "--task",
-            "fsc",
-            "--out",
-            s(&fsc),
-            "--set",
-            "image_dataset=procedural",
-            "--set",
-            "procedural_images=6",
-            "--set",
-            "cnn_width=4",
-            "--set",
-            "hidden_size=16",
-            "--set",
-            "batch_size=4",
+        let mut args = vec!["train", "--task", "fsc", "--out", s(&fsc)];
+        args.extend(TINY_FSC);
+        args.extend([
             "--set",
             "max_batch=3",
-            "--set",
-            "log_every=2",
-            "--set",
-            "test_batch=2",
             "--set",
             &from,
             "--set",
@@ -89,6 +67,7 @@ fn pretraining_runs_resumes_draws_and_starts_a_frozen_fsc_run() {
             "--set",
             "train_augment=false",
         ]);
+        let out = ok(&args);
         assert!(out.contains("test accuracy"), "{out}");
         assert!(fsc.join("embeddings.safetensors").is_file());
     }

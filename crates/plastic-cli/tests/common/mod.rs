@@ -4,7 +4,7 @@
 // each test file uses its own subset
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs `plastic args`.
@@ -62,3 +62,30 @@ pub fn err(args: &[&str]) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A fresh, empty (not yet created) folder under the system's temporary folder, named by
+/// `prefix`, this process and `name`.
+pub fn fresh_dir(prefix: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("{prefix}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Tiny fsc settings: the procedural data set with 6 images per class, a CNN of width 4,
+/// hidden size 16, 4 episodes per batch, a log (2 validation batches) every 2 steps.
+pub const TINY_FSC: [&str; 14] = [
+    "--set",
+    "image_dataset=procedural",
+    "--set",
+    "procedural_images=6",
+    "--set",
+    "cnn_width=4",
+    "--set",
+    "hidden_size=16",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "log_every=2",
+    "--set",
+    "test_batch=2",
+];
