@@ -51,7 +51,7 @@ pub struct TrainRequest {
     pub seed: Option<u64>,
     /// `--set key=value` overrides, applied after the flags above.
     pub set: Vec<String>,
-    /// The run folder (default `runs/fsc-DATASET-RNN-RULE-sSEED`).
+    /// The run folder (default [`default_dir`]).
     pub out: Option<PathBuf>,
     /// Replace an existing run folder.
     pub overwrite: bool,
@@ -79,18 +79,29 @@ fn resolve(req: &TrainRequest) -> Result<FscConfig> {
     Ok(base.with_overrides(&overrides)?)
 }
 
+/// The default run folder of a new fsc run: `runs/fsc-DATASET-CNN-RNN-RULE-sSEED`, where
+/// CNN is the backbone's kind followed by `-wWIDTH` when `cnn_width` is not the default, so
+/// that runs differing only in their CNN get folders of their own. (Folders named by older
+/// versions, `runs/fsc-DATASET-RNN-RULE-sSEED`, are still resumed with `--resume DIR`: a run
+/// is found by its folder's `config.toml`, never by its name.)
+pub fn default_dir(c: &FscConfig) -> PathBuf {
+    let mut cnn = c.cnn.clone();
+    if c.cnn_width != FscConfig::default().cnn_width {
+        cnn.push_str(&format!("-w{}", c.cnn_width));
+    }
+    PathBuf::from("runs").join(format!(
+        "fsc-{}-{cnn}-{}-{}-s{}",
+        c.image_dataset, c.rnn, c.plasticity, c.seed
+    ))
+}
+
 /// `plastic train --task fsc ...` and `plastic train --resume DIR` of an fsc run.
 pub fn train(req: TrainRequest) -> Result<()> {
     let (dir, start) = match &req.resume {
         Some(dir) => (dir.clone(), Start::Resume),
         None => {
             let c = resolve(&req)?;
-            let dir = req.out.clone().unwrap_or_else(|| {
-                PathBuf::from("runs").join(format!(
-                    "fsc-{}-{}-{}-s{}",
-                    c.image_dataset, c.rnn, c.plasticity, c.seed
-                ))
-            });
+            let dir = req.out.clone().unwrap_or_else(|| default_dir(&c));
             let start = Start::New {
                 config: Box::new(c),
                 overwrite: req.overwrite,

@@ -1,30 +1,10 @@
 //! The `plastic` binary end to end, on tiny runs.
 
+mod common;
+
+use common::{err, ok, plastic, s};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn plastic(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plastic"))
-        .args(args)
-        .output()
-        .expect("running plastic")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = plastic(args);
-    assert!(
-        out.status.success(),
-        "plastic {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(args: &[&str]) -> String {
-    let out = plastic(args);
-    assert!(!out.status.success(), "plastic {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use std::process::Command;
 
 /// A temporary folder, removed when dropped (also when a test fails).
 struct Tmp(tempfile::TempDir);
@@ -40,10 +20,6 @@ fn tmp(name: &str) -> Tmp {
         .prefix(&format!("plastic-cli-{name}-"))
         .tempdir()
         .unwrap())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// The cells of one Markdown table row.

@@ -1,33 +1,10 @@
 //! The `plastic` binary's configuration, messages, sweep subsets (`--only`) and evaluation
 //! sweeps (`*_test`), end to end on tiny runs.
 
+mod common;
+
+use common::{err, ok, plastic_with, s};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn plastic_with(args: &[&str], path: Option<&str>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_plastic"));
-    c.args(args);
-    if let Some(p) = path {
-        c.env("PATH", p);
-    }
-    c.output().expect("running plastic")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = plastic_with(args, None);
-    assert!(
-        out.status.success(),
-        "plastic {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(args: &[&str]) -> String {
-    let out = plastic_with(args, None);
-    assert!(!out.status.success(), "plastic {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// A fresh folder for one test, removed when dropped.
 struct Tmp(PathBuf);
@@ -51,10 +28,6 @@ impl Drop for Tmp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn folders(dir: &Path) -> Vec<String> {

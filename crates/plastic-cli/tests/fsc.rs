@@ -3,63 +3,21 @@
 //! step (the demo's under its retrieval curriculum), validation, checkpoint, resume, test
 //! against the 1-NN baseline, figure.
 
+mod common;
+
+use common::{err, fresh_dir, ok, ok_in, s, TINY_FSC};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn plastic(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plastic"))
-        .args(args)
-        .output()
-        .expect("running plastic")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = plastic(args);
-    assert!(
-        out.status.success(),
-        "plastic {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(args: &[&str]) -> String {
-    let out = plastic(args);
-    assert!(!out.status.success(), "plastic {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("plastic-cli-fsc-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    fresh_dir("plastic-cli-fsc", name)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// [`TINY_FSC`], 5 updates, seed 1.
+fn tiny() -> Vec<&'static str> {
+    let mut args = TINY_FSC.to_vec();
+    args.extend(["--set", "max_batch=4", "--set", "seed=1"]);
+    args
 }
-
-/// Tiny settings: 6 images per procedural class, 4 channels, H 16, 4 episodes, 5 updates.
-const TINY: [&str; 18] = [
-    "--set",
-    "image_dataset=procedural",
-    "--set",
-    "procedural_images=6",
-    "--set",
-    "cnn_width=4",
-    "--set",
-    "hidden_size=16",
-    "--set",
-    "batch_size=4",
-    "--set",
-    "log_every=2",
-    "--set",
-    "test_batch=2",
-    "--set",
-    "max_batch=4",
-    "--set",
-    "seed=1",
-];
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -69,7 +27,7 @@ fn json(path: &Path) -> serde_json::Value {
 fn train_resume_and_test_on_the_procedural_set() {
     let dir = tmp("train");
     let mut args = vec!["train", "--task", "fsc", "--out", s(&dir)];
-    args.extend(TINY);
+    args.extend(tiny());
     let out = ok(&args);
     assert!(out.contains("test accuracy"), "{out}");
     for f in [
@@ -109,7 +67,7 @@ fn train_resume_and_test_on_the_procedural_set() {
     // a checkpoint of another configuration is refused, not mixed
     let resumed = tmp("resumed");
     let mut args = vec!["train", "--task", "fsc", "--out", s(&resumed)];
-    args.extend(TINY);
+    args.extend(tiny());
     args.extend(["--set", "max_batch=2"]);
     ok(&args);
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
@@ -117,6 +75,56 @@ fn train_resume_and_test_on_the_procedural_set() {
     std::fs::remove_file(resumed.join("test.json")).unwrap();
     let e = err(&["train", "--resume", s(&resumed)]);
     assert!(e.contains("different configuration"), "{e}");
+}
+
+#[test]
+fn default_folders_name_the_cnn_and_old_names_still_resume() {
+    let cwd = tmp("default-dir");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let runs = cwd.join("runs");
+    // runs that differ only in their CNN get folders of their own: the kind always, the
+    // width when it is not the default (64)
+    for (cnn, folder) in [
+        (
+            &["--set", "cnn=protonet"][..],
+            "fsc-procedural-protonet-w4-rnn-gradient-s1",
+        ),
+        (
+            &["--set", "cnn=resnet12"],
+            "fsc-procedural-resnet12-w4-rnn-gradient-s1",
+        ),
+        (
+            &["--set", "cnn_width=64"],
+            "fsc-procedural-protonet-rnn-gradient-s1",
+        ),
+    ] {
+        let mut args = vec!["train", "--task", "fsc"];
+        args.extend(tiny());
+        args.extend(["--set", "max_batch=1"]);
+        args.extend(cnn);
+        let out = ok_in(&cwd, &args);
+        assert!(out.contains(folder), "{out}");
+        assert!(runs.join(folder).join("test.json").is_file(), "{folder}");
+    }
+    // a run in a folder named the way older versions named it (no CNN) is resumed as before
+    let old = runs.join("fsc-procedural-rnn-gradient-s1");
+    std::fs::rename(
+        runs.join("fsc-procedural-protonet-w4-rnn-gradient-s1"),
+        &old,
+    )
+    .unwrap();
+    let test = json(&old.join("test.json"));
+    std::fs::remove_file(old.join("test.json")).unwrap();
+    let out = ok_in(
+        &cwd,
+        &["train", "--resume", "runs/fsc-procedural-rnn-gradient-s1"],
+    );
+    assert!(out.contains("test accuracy"), "{out}");
+    // the same result (all but the wall-clock time of the resumed training)
+    let mut again = json(&old.join("test.json"));
+    again["elapsed_s"] = test["elapsed_s"].clone();
+    assert_eq!(again, test);
+    let _ = std::fs::remove_dir_all(&cwd);
 }
 
 #[test]
@@ -162,7 +170,7 @@ fn bad_keys_and_values_list_the_valid_ones() {
 fn demo_writes_its_figure() {
     let out = tmp("demo");
     let mut args = vec!["fsc-demo", "--out", s(&out)];
-    args.extend(TINY);
+    args.extend(tiny());
     let text = ok(&args);
     assert!(text.contains("raw-pixel 1-NN"), "{text}");
     assert!(out.join("fsc_demo.png").exists() && out.join("fsc_demo.svg").exists());

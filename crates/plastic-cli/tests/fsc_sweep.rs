@@ -3,33 +3,9 @@
 //! refuse a changed configuration), through a stand-in for Slurm that runs the array's
 //! tasks, `--list` with time and memory per run, the data check, and `plastic analyze fsc`.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn plastic_with(args: &[&str], path: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plastic"));
-    cmd.args(args);
-    if let Some(p) = path {
-        cmd.env("PATH", p);
-    }
-    cmd.output().expect("running plastic")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = plastic_with(args, None);
-    assert!(
-        out.status.success(),
-        "plastic {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(args: &[&str]) -> String {
-    let out = plastic_with(args, None);
-    assert!(!out.status.success(), "plastic {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{err, ok, plastic_with, s, TINY_FSC};
 
 fn tmp(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -38,14 +14,10 @@ fn tmp(name: &str) -> tempfile::TempDir {
         .unwrap()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// The fsc sweep's CIFAR-FS RNN runs, one seed, on tiny procedural settings: 3 runs (one
 /// per rule) of 3 updates each.
 fn tiny(out: &str) -> Vec<&str> {
-    vec![
+    let mut args = vec![
         "sweep",
         "fsc",
         "--out",
@@ -58,21 +30,9 @@ fn tiny(out: &str) -> Vec<&str> {
         "image_dataset=cifar_fs",
         "--only",
         "rnn=rnn",
-        "--set",
-        "image_dataset=procedural",
-        "--set",
-        "procedural_images=6",
-        "--set",
-        "cnn_width=4",
-        "--set",
-        "hidden_size=16",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "log_every=2",
-        "--set",
-        "test_batch=2",
-    ]
+    ];
+    args.extend(TINY_FSC);
+    args
 }
 
 const RUNS: [&str; 3] = [

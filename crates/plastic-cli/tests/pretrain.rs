@@ -3,43 +3,13 @@
 //! resume, figures), then `plastic train --task fsc --set cnn_from=...` frozen with the
 //! embedding cache, and the errors for a wrong pretraining folder.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn plastic(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plastic"))
-        .args(args)
-        .output()
-        .expect("running plastic")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = plastic(args);
-    assert!(
-        out.status.success(),
-        "plastic {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(args: &[&str]) -> String {
-    let out = plastic(args);
-    assert!(!out.status.success(), "plastic {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{err, fresh_dir, ok, s, TINY_FSC};
+use std::path::PathBuf;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "plastic-cli-pretrain-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    fresh_dir("plastic-cli-pretrain", name)
 }
 
 const TINY: [&str; 14] = [
@@ -85,28 +55,11 @@ fn pretraining_runs_resumes_draws_and_starts_a_frozen_fsc_run() {
         // the CNN starts a frozen fsc run that reads the embedding cache
         let fsc = tmp(&format!("fsc-{task}"));
         let from = format!("cnn_from={}", dir.display());
-        let out = ok(&[
-            "train",
-            "--task",
-            "fsc",
-            "--out",
-            s(&fsc),
-            "--set",
-            "image_dataset=procedural",
-            "--set",
-            "procedural_images=6",
-            "--set",
-            "cnn_width=4",
-            "--set",
-            "hidden_size=16",
-            "--set",
-            "batch_size=4",
+        let mut args = vec!["train", "--task", "fsc", "--out", s(&fsc)];
+        args.extend(TINY_FSC);
+        args.extend([
             "--set",
             "max_batch=3",
-            "--set",
-            "log_every=2",
-            "--set",
-            "test_batch=2",
             "--set",
             &from,
             "--set",
@@ -114,6 +67,7 @@ fn pretraining_runs_resumes_draws_and_starts_a_frozen_fsc_run() {
             "--set",
             "train_augment=false",
         ]);
+        let out = ok(&args);
         assert!(out.contains("test accuracy"), "{out}");
         assert!(fsc.join("embeddings.safetensors").is_file());
     }

@@ -2,6 +2,9 @@
 //! without a checkpoint, too large a configuration with `--overwrite`, an absurd thread
 //! count, error messages of missing folders and OS errors.
 
+mod common;
+
+use common::s;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -12,10 +15,6 @@ fn plastic(args: &[&str]) -> Output {
         .env_remove("PLASTIC_SKIP_MEMORY_CHECK")
         .output()
         .expect("running plastic")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 const TINY: [&str; 12] = [

@@ -1,24 +1,9 @@
 //! `plastic sweep fsc_resnet` end to end: `--list` with each run's memory, a tiny subset
 //! trained on the procedural set and skipped when rerun, and the memory checks' errors.
 
-use std::process::{Command, Output};
+mod common;
 
-fn plastic(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plastic"))
-        .args(args)
-        .output()
-        .expect("running plastic")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = plastic(args);
-    assert!(
-        out.status.success(),
-        "plastic {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{ok, plastic};
 
 #[test]
 fn list_shows_every_run_with_its_memory() {

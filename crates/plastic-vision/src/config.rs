@@ -317,25 +317,20 @@ impl FscConfig {
         }
     }
 
+    /// The keys this configuration shares with a pretraining one.
+    pub(crate) fn shared_keys(&self) -> SharedKeys {
+        shared_keys!(self)
+    }
+
     /// Checks every value; the error says what is valid.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if !CNN_NAMES.contains(&self.cnn.to_ascii_lowercase().as_str()) {
-            return bad(format!(
-                "unknown cnn `{}`; valid: {}",
-                self.cnn,
-                CNN_NAMES.join(", ")
-            ));
-        }
+        self.shared_keys().validate()?;
         for (name, v) in [
-            ("cnn_width", self.cnn_width),
             ("way", self.way),
             ("shot", self.shot),
             ("query", self.query),
             ("batch_size", self.batch_size),
-            ("log_every", self.log_every),
-            ("test_batch", self.test_batch),
-            ("procedural_images", self.procedural_images),
         ] {
             if v == 0 {
                 return bad(format!("{name} must be at least 1, got 0"));
@@ -347,31 +342,12 @@ impl FscConfig {
                 self.cnn_width
             ));
         }
-        if !(self.resnet_drop_rate.is_finite() && (0.0..1.0).contains(&self.resnet_drop_rate)) {
-            return bad(format!(
-                "resnet_drop_rate must be in [0, 1), got {}",
-                self.resnet_drop_rate
-            ));
-        }
-        self.backbone().check()?;
         if self.hidden() <= self.way {
             return bad(format!(
                 "hidden_size must exceed way ({}) so that the projection has outputs; got {}",
                 self.way,
                 self.hidden()
             ));
-        }
-        for (k, v) in [
-            ("lr", self.lr),
-            ("wdecay", self.wdecay),
-            ("grad_clip", self.grad_clip),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return bad(format!("{k} must be a finite number >= 0, got {v}"));
-            }
-        }
-        if self.dtype != "f32" && self.dtype != "f64" {
-            return bad(format!("unknown dtype `{}`; valid: f32, f64", self.dtype));
         }
         if !self.randomize_train_order && self.shot != 1 {
             return bad(format!(
@@ -459,6 +435,97 @@ impl FscConfig {
             Self::unknown_key,
         )?;
         Self::from_table(table)
+    }
+}
+
+/// The keys that an fsc and a pretraining configuration share (data set, CNN, optimiser,
+/// schedule, logging, float type): validated in one place for both, and what the shared
+/// trainer ([`crate::trainer`]) reads.
+pub(crate) struct SharedKeys {
+    pub image_dataset: ImageSource,
+    pub procedural_images: usize,
+    pub cnn: String,
+    pub cnn_width: usize,
+    pub resnet_drop_rate: f64,
+    pub lr: f64,
+    pub wdecay: f64,
+    pub grad_clip: f64,
+    pub max_batch: usize,
+    pub log_every: usize,
+    pub test_batch: usize,
+    pub use_lr_scheduler: bool,
+    pub dtype: String,
+}
+
+/// The [`SharedKeys`] of a configuration (fsc or pretraining: the keys have the same names).
+macro_rules! shared_keys {
+    ($config:expr) => {
+        $crate::config::SharedKeys {
+            image_dataset: $config.image_dataset,
+            procedural_images: $config.procedural_images,
+            cnn: $config.cnn.clone(),
+            cnn_width: $config.cnn_width,
+            resnet_drop_rate: $config.resnet_drop_rate,
+            lr: $config.lr,
+            wdecay: $config.wdecay,
+            grad_clip: $config.grad_clip,
+            max_batch: $config.max_batch,
+            log_every: $config.log_every,
+            test_batch: $config.test_batch,
+            use_lr_scheduler: $config.use_lr_scheduler,
+            dtype: $config.dtype.clone(),
+        }
+    };
+}
+pub(crate) use shared_keys;
+
+impl SharedKeys {
+    /// Checks every shared value; the error says what is valid.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if !CNN_NAMES.contains(&self.cnn.to_ascii_lowercase().as_str()) {
+            return bad(format!(
+                "unknown cnn `{}`; valid: {}",
+                self.cnn,
+                CNN_NAMES.join(", ")
+            ));
+        }
+        for (name, v) in [
+            ("cnn_width", self.cnn_width),
+            ("log_every", self.log_every),
+            ("test_batch", self.test_batch),
+            ("procedural_images", self.procedural_images),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be at least 1, got 0"));
+            }
+        }
+        for (k, v) in [
+            ("lr", self.lr),
+            ("wdecay", self.wdecay),
+            ("grad_clip", self.grad_clip),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{k} must be a finite number >= 0, got {v}"));
+            }
+        }
+        if !(self.resnet_drop_rate.is_finite() && (0.0..1.0).contains(&self.resnet_drop_rate)) {
+            return bad(format!(
+                "resnet_drop_rate must be in [0, 1), got {}",
+                self.resnet_drop_rate
+            ));
+        }
+        backbone_config(
+            &self.cnn,
+            self.cnn_width,
+            self.resnet_drop_rate,
+            self.image_dataset.kind().image_size(),
+        )
+        .check()?;
+        if self.dtype != "f32" && self.dtype != "f64" {
+            return bad(format!("unknown dtype `{}`; valid: f32, f64", self.dtype));
+        }
+        Ok(())
     }
 }
 

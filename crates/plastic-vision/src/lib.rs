@@ -20,6 +20,8 @@
 //! Training (`docs/fsc.md` §6–§7):
 //! - [`config`]: [`FscConfig`], every knob of an `fsc` run, TOML and `key=value`;
 //! - [`run`]: the meta-training protocol in a run folder, resume, test;
+//! - [`trainer`]: the training loop that `run` and pretraining share (batch → step → loss →
+//!   optimiser → logs, checkpoint, resume);
 //! - [`memory`]: the memory a run needs, estimated from its configuration;
 //! - [`sweep`]: the paper's image experiments (`fsc`, `fsc_resnet`) as sweeps of runs,
 //!   the data check before they start and time estimates.
@@ -44,6 +46,7 @@ pub mod procedural;
 pub mod run;
 mod runfiles;
 pub mod sweep;
+pub mod trainer;
 
 pub use config::{FscConfig, ImageSource};
 pub use dataset::{DatasetKind, ImageDataset, Phase};

@@ -14,54 +14,45 @@
 //! no augmentation; accuracy = first query correct), keep the parameters whose validation
 //! **accuracy** is at least the best so far (a tie goes to the later). Updates run for steps
 //! `0..=max_batch`, i.e. `max_batch + 1` updates, as the reference; the last update is never
-//! validated, so it cannot change the result.
+//! validated, so it cannot change the result. The loop, the checkpoint and the resume are
+//! [`crate::trainer`]'s, shared with pretraining; this module is what is fsc's own.
 //!
 //! Randomness: the model's initialisation from the seed; the training batch of step `s`
 //! from its own stream (seed, train phase, `s`); validation `k`'s batches from (seed, val
 //! phase, `k·test_batch + j`); the test episodes from a fixed seed shared by every run. A
 //! resumed run therefore continues bit-exactly, on any number of threads.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::marker::PhantomData;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
-use plastic::io::write_atomic;
-use plastic::optim::{clip_grad_norm, cosine_lr, AdamW, AdamWConfig};
 use plastic::params::{NamedTensor, ParamInfo};
 use plastic::{Error, Float, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::nearest_neighbour_score;
 use crate::cache::{CacheStatus, EmbeddingCache};
+use crate::config::SharedKeys;
 use crate::config::{FscConfig, ImageSource};
 use crate::dataset::{ImageDataset, Phase};
 use crate::episodes::{EpisodeSampler, FscBatch};
 use crate::model::{self, FscModel};
 use crate::procedural;
 use crate::runfiles;
+use crate::trainer::{self, model_state_of, CheckpointState, RunKind, Trainer};
 
 /// Seed of the test episodes, the same for every run (as the reference's fixed test seed).
 pub const TEST_SEED: u64 = 0x7E57_5EED;
 
+pub use crate::trainer::{FscLogRow, FscObserver, Silent};
+
 /// File names inside a run folder.
 pub mod files {
-    /// The resolved configuration.
-    pub const CONFIG: &str = "config.toml";
-    /// One row per log.
-    pub const PROGRESS: &str = "progress.tsv";
-    /// Best parameters and BatchNorm statistics so far.
-    pub const BEST: &str = "best.safetensors";
-    /// Resumable state.
-    pub const CHECKPOINT: &str = "checkpoint.safetensors";
+    pub use crate::trainer::files::{BEST, CHECKPOINT, CONFIG, PROGRESS};
     /// Final test result.
     pub const TEST: &str = "test.json";
 }
-
-const PROGRESS_HEADER: &str = "step\ttrain_loss\tval_loss\tval_acc\tlr\telapsed_s";
-const CHECKPOINT_FORMAT: &str = "plastic-fsc-checkpoint/1";
 
 /// What one training step of a model returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -349,49 +340,6 @@ pub fn train_fsc(dir: &Path, start: Start, observer: &mut dyn FscObserver) -> Re
     }
 }
 
-/// One row of `progress.tsv`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FscLogRow {
-    /// Training steps taken (updates made) before this log.
-    pub step: usize,
-    /// Mean training loss since the previous log (0 at step 0).
-    pub train_loss: f64,
-    /// Validation loss (mean over the validation batches).
-    pub val_loss: f64,
-    /// Validation accuracy in percent (first query of each episode).
-    pub val_acc: f64,
-    /// Learning rate in force for the next steps.
-    pub lr: f64,
-    /// Wall-clock seconds of training so far.
-    pub elapsed_s: f64,
-}
-
-impl FscLogRow {
-    /// The row as `progress.tsv` writes it (numbers in their shortest exact form).
-    pub(crate) fn tsv(&self) -> String {
-        format!(
-            "{}\t{:e}\t{:e}\t{}\t{:e}\t{:.3}",
-            self.step, self.train_loss, self.val_loss, self.val_acc, self.lr, self.elapsed_s
-        )
-    }
-}
-
-/// Receives progress while a run trains (the CLI draws a progress bar from it).
-pub trait FscObserver {
-    /// Training runs from step `from` to step `to` (inclusive).
-    fn start(&mut self, _from: usize, _to: usize) {}
-    /// The update of `step` finished with this loss.
-    fn step(&mut self, _step: usize, _loss: f64) {}
-    /// A log row was written.
-    fn log(&mut self, _row: &FscLogRow) {}
-    /// Something worth telling the user.
-    fn note(&mut self, _message: &str) {}
-}
-
-/// An observer that ignores everything.
-pub struct Silent;
-impl FscObserver for Silent {}
-
 /// The result of a finished run (`test.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FscSummary {
@@ -417,36 +365,8 @@ pub struct FscSummary {
     pub elapsed_s: f64,
 }
 
-/// How to start a run.
-#[derive(Debug, Clone)]
-pub enum Start {
-    /// A new run with this configuration; an existing non-empty folder is refused unless
-    /// `overwrite`.
-    New {
-        /// The configuration.
-        config: Box<FscConfig>,
-        /// Replace an existing run folder.
-        overwrite: bool,
-    },
-    /// Continue the run in the folder from its checkpoint.
-    Resume,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckpointState {
-    format: String,
-    dtype: String,
-    /// The next step to train (its log is already written).
-    step: usize,
-    log_index: usize,
-    best_step: usize,
-    best_val_acc: f64,
-    train_loss_acc: f64,
-    sched_epoch: usize,
-    lr: f64,
-    adam_step: u64,
-    elapsed_s: f64,
-}
+/// How to start an fsc run: a new one with its configuration, or a resumed one.
+pub type Start = trainer::Start<FscConfig>;
 
 /// How many of the `batch` training episodes of `step` are retrieval episodes under the
 /// curriculum `retrieval_steps` = R (`docs/fsc.md` §11): all of them for the first R/2
@@ -507,16 +427,12 @@ impl FscData {
 
 /// Reads a run's configuration.
 pub fn read_config(dir: &Path) -> Result<FscConfig> {
-    let path = dir.join(files::CONFIG);
-    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    FscConfig::from_toml(&text).map_err(|e| Error::format(&path, e.to_string()))
+    trainer::read_config(dir)
 }
 
 /// Reads a finished run's test result.
 pub fn read_summary(dir: &Path) -> Result<FscSummary> {
-    let path = dir.join(files::TEST);
-    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+    trainer::read_result(dir, files::TEST)
 }
 
 /// Reads `progress.tsv` rows.
@@ -590,7 +506,18 @@ pub fn train_with<F: Float, M: FscLearner<F>>(
     build: impl Fn(&FscConfig) -> Result<M>,
     observer: &mut dyn FscObserver,
 ) -> Result<FscSummary> {
-    let config = open_run(dir, start)?;
+    let config = trainer::open_run(
+        dir,
+        start,
+        &[
+            files::CONFIG,
+            files::PROGRESS,
+            files::BEST,
+            files::CHECKPOINT,
+            files::TEST,
+            crate::cache::FILE,
+        ],
+    )?;
     if config.dtype != F::NAME {
         return Err(Error::Config(format!(
             "the run trains in {}, but this trainer is {}",
@@ -605,49 +532,13 @@ pub fn train_with<F: Float, M: FscLearner<F>>(
     }
     let data = FscData::load(&config)?;
     let model = build(&config)?;
-    Trainer::new(dir, config, model, data)?.run(observer)
-}
-
-/// Checks or creates the run folder; returns the configuration to train.
-fn open_run(dir: &Path, start: Start) -> Result<FscConfig> {
-    match start {
-        Start::New { config, overwrite } => {
-            let config = config.resolved();
-            config.validate()?;
-            runfiles::prepare_new(
-                dir,
-                overwrite,
-                &[
-                    files::CONFIG,
-                    files::PROGRESS,
-                    files::BEST,
-                    files::CHECKPOINT,
-                    files::TEST,
-                    crate::cache::FILE,
-                ],
-            )?;
-            write_atomic(&dir.join(files::CONFIG), config.to_toml().as_bytes())?;
-            write_atomic(
-                &dir.join(files::PROGRESS),
-                format!("{PROGRESS_HEADER}\n").as_bytes(),
-            )?;
-            Ok(config)
-        }
-        Start::Resume => {
-            if !dir.join(files::CONFIG).exists() {
-                return Err(Error::Config(format!(
-                    "{} is not a run folder (no {}); nothing to resume",
-                    dir.display(),
-                    files::CONFIG
-                )));
-            }
-            let progress = dir.join(files::PROGRESS);
-            if !progress.exists() {
-                write_atomic(&progress, format!("{PROGRESS_HEADER}\n").as_bytes())?;
-            }
-            read_config(dir)
-        }
-    }
+    let run = FscRun {
+        config,
+        model,
+        data,
+        float: PhantomData,
+    };
+    Trainer::new(dir, run)?.run(observer)
 }
 
 /// Loads a model's parameters and state buffers from a `best.safetensors` (or any file
@@ -661,134 +552,62 @@ pub fn load_best<F: Float, M: FscLearner<F>>(model: &mut M, path: &Path) -> Resu
     model.set_buffers(&buffers)
 }
 
-struct Trainer<F: Float, M: FscLearner<F>> {
-    dir: PathBuf,
+impl trainer::RunConfig for FscConfig {
+    fn from_toml(text: &str) -> Result<Self> {
+        FscConfig::from_toml(text)
+    }
+    fn to_toml(&self) -> String {
+        FscConfig::to_toml(self)
+    }
+    fn for_new_run(self) -> Result<Self> {
+        let config = self.resolved();
+        config.validate()?;
+        Ok(config)
+    }
+    fn protocol(&self) -> SharedKeys {
+        self.shared_keys()
+    }
+}
+
+/// An fsc run as the shared [`Trainer`] drives it: batches of episodes from the
+/// configuration's seed, a learner, validation and test by first-query accuracy.
+struct FscRun<F: Float, M: FscLearner<F>> {
     config: FscConfig,
     model: M,
     data: FscData,
-    opt: AdamW<F>,
-    mask: Vec<bool>,
-    best_params: Vec<F>,
-    best_buffers: Vec<F>,
-    state: CheckpointState,
+    float: PhantomData<F>,
 }
 
-impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
-    fn new(dir: &Path, config: FscConfig, model: M, data: FscData) -> Result<Self> {
-        let mask = trainable_mask(&model);
-        let opt = AdamW::new(
-            AdamWConfig {
-                lr: config.lr,
-                weight_decay: config.wdecay,
-                ..Default::default()
-            },
-            mask.clone(),
-        );
-        let state = CheckpointState {
-            format: CHECKPOINT_FORMAT.into(),
-            dtype: F::NAME.into(),
-            step: 0,
-            log_index: 0,
-            best_step: 0,
-            best_val_acc: f64::NEG_INFINITY,
-            train_loss_acc: 0.0,
-            sched_epoch: 0,
-            lr: config.lr,
-            adam_step: 0,
-            elapsed_s: 0.0,
-        };
-        let mut t = Trainer {
-            dir: dir.to_path_buf(),
-            best_params: model.params().to_vec(),
-            best_buffers: model.buffers(),
-            config,
-            model,
-            data,
-            opt,
-            mask,
-            state,
-        };
-        if t.dir.join(files::CHECKPOINT).exists() {
-            t.load_checkpoint()?;
-        }
-        Ok(t)
+impl<F: Float, M: FscLearner<F>> RunKind<F> for FscRun<F, M> {
+    type Config = FscConfig;
+    type Summary = FscSummary;
+    const CHECKPOINT_FORMAT: &'static str = "plastic-fsc-checkpoint/1";
+    const RESULT: &'static str = files::TEST;
+    const KEEPS_BEST_LOSS: bool = false;
+
+    fn config(&self) -> &FscConfig {
+        &self.config
+    }
+    model_state_of!(model);
+    fn trainable_mask(&self) -> Vec<bool> {
+        trainable_mask(&self.model)
+    }
+    fn prepare(&mut self, dir: &Path, observer: &mut dyn FscObserver) -> Result<()> {
+        self.model.prepare(&self.data, dir, observer)
     }
 
-    fn save_checkpoint(&self) -> Result<()> {
-        let meta = runfiles::checkpoint_meta(&self.state, self.config.to_toml());
-        runfiles::write_checkpoint(
-            &self.dir.join(files::CHECKPOINT),
-            &self.model.param_infos(),
-            &self.model.buffer_infos(),
-            self.model.params(),
-            &self.model.buffers(),
-            &self.best_params,
-            &self.best_buffers,
-            &self.opt,
-            meta,
-        )
+    fn train_step(&mut self, step: usize) -> Result<(f64, Vec<F>)> {
+        let c = &self.config;
+        let retrieval = retrieval_episodes(step, c.retrieval_steps, c.batch_size);
+        let batch =
+            self.data
+                .train
+                .batch_with_retrieval::<F>(c.seed, step as u64, c.batch_size, retrieval);
+        let r = self.model.train_step(&batch)?;
+        Ok((r.loss, r.grads))
     }
 
-    fn load_checkpoint(&mut self) -> Result<()> {
-        let path = self.dir.join(files::CHECKPOINT);
-        let ck = runfiles::read_checkpoint::<F>(
-            &path,
-            &self.model.param_infos(),
-            &self.model.buffer_infos(),
-        )?;
-        let corrupt =
-            |m: String| Error::format(&path, format!("corrupt or truncated checkpoint: {m}"));
-        let (state, saved): (CheckpointState, &str) = runfiles::checkpoint_state(&ck.meta, &path)?;
-        if state.format != CHECKPOINT_FORMAT {
-            return Err(corrupt(format!(
-                "format `{}`, expected {CHECKPOINT_FORMAT}",
-                state.format
-            )));
-        }
-        if state.dtype != F::NAME {
-            return Err(corrupt(format!(
-                "written in {}, but the run trains in {}",
-                state.dtype,
-                F::NAME
-            )));
-        }
-        if FscConfig::from_toml(saved)? != self.config {
-            return Err(runfiles::config_mismatch(&path, files::CONFIG));
-        }
-        self.model.params_mut().copy_from_slice(&ck.params);
-        self.model.set_buffers(&ck.buffers)?;
-        self.best_params = ck.best_params;
-        self.best_buffers = ck.best_buffers;
-        let [m, v, vmax] = ck.moments;
-        self.opt =
-            AdamW::new(self.opt.config, self.mask.clone()).with_state(state.adam_step, m, v, vmax);
-        self.opt.config.lr = state.lr;
-        self.state = state;
-        // keep progress.tsv consistent with the checkpoint (drop rows logged after it)
-        runfiles::trim_progress(
-            &self.dir.join(files::PROGRESS),
-            PROGRESS_HEADER,
-            self.state.step,
-        )?;
-        self.write_best()
-    }
-
-    fn write_best(&self) -> Result<()> {
-        let mut meta = BTreeMap::new();
-        meta.insert("step".into(), self.state.best_step.to_string());
-        meta.insert("val_acc".into(), format!("{}", self.state.best_val_acc));
-        meta.insert("config".into(), self.config.to_toml());
-        runfiles::write_named(
-            &self.dir.join(files::BEST),
-            &self.model.param_infos(),
-            &self.best_params,
-            &self.model.buffer_infos(),
-            &self.best_buffers,
-            meta,
-        )
-    }
-
-    /// The `index`-th validation: `test_batch` fresh validation batches.
+    /// `test_batch` fresh validation batches.
     fn validate(&mut self, index: usize) -> Result<(f64, f64)> {
         let c = &self.config;
         let first = (index * c.test_batch) as u64;
@@ -798,109 +617,38 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
         Ok((loss, 100.0 * correct as f64 / total as f64))
     }
 
-    fn log(&mut self, step: usize, elapsed_s: f64, observer: &mut dyn FscObserver) -> Result<()> {
-        let c = self.config.clone();
-        let (val_loss, val_acc) = self.validate(self.state.log_index)?;
-        if val_acc >= self.state.best_val_acc {
-            self.state.best_val_acc = val_acc;
-            self.state.best_step = step;
-            self.best_params.copy_from_slice(self.model.params());
-            self.best_buffers = self.model.buffers();
-            self.write_best()?;
-        }
-        if step > 0 && c.use_lr_scheduler {
-            self.state.sched_epoch += 1;
-            let t_max = c.max_batch / c.log_every + 1;
-            self.opt.config.lr = cosine_lr(c.lr, c.lr / 10.0, t_max, self.state.sched_epoch);
-        }
-        let row = FscLogRow {
-            step,
-            train_loss: if step == 0 {
-                0.0
-            } else {
-                self.state.train_loss_acc / c.log_every as f64
-            },
-            val_loss,
-            val_acc,
-            lr: self.opt.config.lr,
-            elapsed_s,
-        };
-        self.state.lr = self.opt.config.lr;
-        self.state.train_loss_acc = 0.0;
-        self.state.log_index += 1;
-        self.state.step = step;
-        self.state.elapsed_s = elapsed_s;
-        self.state.adam_step = self.opt.step;
-        let progress = self.dir.join(files::PROGRESS);
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(&progress)
-            .map_err(|e| Error::io(&progress, e))?;
-        writeln!(f, "{}", row.tsv()).map_err(|e| Error::io(&progress, e))?;
-        self.save_checkpoint()?;
-        observer.log(&row);
-        Ok(())
+    /// At least the best accuracy so far (a tie goes to the later).
+    fn is_better(&self, best: &CheckpointState, _val_loss: f64, val_acc: f64) -> bool {
+        val_acc >= best.best_val_acc
     }
 
-    fn run(mut self, observer: &mut dyn FscObserver) -> Result<FscSummary> {
-        let c = self.config.clone();
-        self.model.prepare(&self.data, &self.dir, observer)?;
-        let started = Instant::now();
-        let elapsed0 = self.state.elapsed_s;
-        // a checkpoint is written right after the log of its step: resume after that log
-        let resumed = self.state.log_index > 0;
-        let first = self.state.step;
-        observer.start(first, c.max_batch);
-        for step in first..=c.max_batch {
-            if step.is_multiple_of(c.log_every) && !(resumed && step == first) {
-                let elapsed = elapsed0 + started.elapsed().as_secs_f64();
-                self.log(step, elapsed, observer)?;
-            }
-            let retrieval = retrieval_episodes(step, c.retrieval_steps, c.batch_size);
-            let batch = self.data.train.batch_with_retrieval::<F>(
-                c.seed,
-                step as u64,
-                c.batch_size,
-                retrieval,
-            );
-            let mut r = self.model.train_step(&batch)?;
-            if !r.loss.is_finite() || r.grads.iter().any(|v| !v.is_finite()) {
-                return Err(Error::Diverged(format!(
-                    "non-finite loss or gradient at training step {step}; the last good \
-                     checkpoint (step {}) is kept in {}",
-                    self.state.step,
-                    self.dir.display()
-                )));
-            }
-            clip_grad_norm(&mut r.grads, &self.mask, c.grad_clip);
-            self.opt.update(self.model.params_mut(), &r.grads);
-            self.state.train_loss_acc += r.loss;
-            observer.step(step, r.loss);
-        }
-        let elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
-        // the best parameters on the fixed test episodes (training is over: the model
-        // takes them)
-        self.model.params_mut().copy_from_slice(&self.best_params);
-        self.model.set_buffers(&self.best_buffers)?;
-        let tests = self.data.test_batches::<F>(&c);
+    /// The best parameters on the fixed test episodes.
+    fn finish(
+        &mut self,
+        best_params: &[F],
+        best_buffers: &[F],
+        state: &CheckpointState,
+        elapsed_s: f64,
+    ) -> Result<FscSummary> {
+        let c = &self.config;
+        self.model.params_mut().copy_from_slice(best_params);
+        self.model.set_buffers(best_buffers)?;
+        let tests = self.data.test_batches::<F>(c);
         let nn = nearest_neighbour_score(&tests);
         let (test_loss, correct, total) = evaluate_batches(&mut self.model, tests)?;
         let (test_acc, test_acc_ci95) = accuracy_ci95(correct, total);
-        let summary = FscSummary {
+        Ok(FscSummary {
             test_acc,
             test_acc_ci95,
             test_loss,
             test_episodes: total,
             nn_baseline_acc: nn.percent(),
             chance_acc: 100.0 / c.way as f64,
-            best_step: self.state.best_step,
-            best_val_acc: self.state.best_val_acc,
+            best_step: state.best_step,
+            best_val_acc: state.best_val_acc,
             updates: c.max_batch + 1,
             elapsed_s,
-        };
-        let json = serde_json::to_string_pretty(&summary).expect("serialisable");
-        write_atomic(&self.dir.join(files::TEST), json.as_bytes())?;
-        Ok(summary)
+        })
     }
 }
 

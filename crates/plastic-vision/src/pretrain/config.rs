@@ -10,7 +10,7 @@ use plastic::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cnn::BackboneConfig;
-use crate::config::{apply_overrides, backbone_config, ImageSource, CNN_NAMES};
+use crate::config::{apply_overrides, backbone_config, shared_keys, ImageSource, SharedKeys};
 use crate::procedural::ProceduralConfig;
 
 /// The two kinds of pretraining.
@@ -164,26 +164,17 @@ impl PretrainConfig {
         }
     }
 
+    /// The keys this configuration shares with an fsc one.
+    pub(crate) fn shared_keys(&self) -> SharedKeys {
+        shared_keys!(self)
+    }
+
     /// Checks every value; the error says what is valid.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if !CNN_NAMES.contains(&self.cnn.to_ascii_lowercase().as_str()) {
-            return bad(format!(
-                "unknown cnn `{}`; valid: {}",
-                self.cnn,
-                CNN_NAMES.join(", ")
-            ));
-        }
-        for (name, v) in [
-            ("cnn_width", self.cnn_width),
-            ("simclr_head_size", self.simclr_head_size),
-            ("log_every", self.log_every),
-            ("test_batch", self.test_batch),
-            ("procedural_images", self.procedural_images),
-        ] {
-            if v == 0 {
-                return bad(format!("{name} must be at least 1, got 0"));
-            }
+        self.shared_keys().validate()?;
+        if self.simclr_head_size == 0 {
+            return bad("simclr_head_size must be at least 1, got 0".into());
         }
         if self.batch_size < 2 {
             return bad(format!(
@@ -191,30 +182,11 @@ impl PretrainConfig {
                 self.batch_size
             ));
         }
-        for (k, v) in [
-            ("lr", self.lr),
-            ("wdecay", self.wdecay),
-            ("grad_clip", self.grad_clip),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return bad(format!("{k} must be a finite number >= 0, got {v}"));
-            }
-        }
-        if !(self.resnet_drop_rate.is_finite() && (0.0..1.0).contains(&self.resnet_drop_rate)) {
-            return bad(format!(
-                "resnet_drop_rate must be in [0, 1), got {}",
-                self.resnet_drop_rate
-            ));
-        }
-        self.backbone().check()?;
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return bad(format!(
                 "temperature must be a finite number > 0, got {}",
                 self.temperature
             ));
-        }
-        if self.dtype != "f32" && self.dtype != "f64" {
-            return bad(format!("unknown dtype `{}`; valid: f32, f64", self.dtype));
         }
         Ok(())
     }
