@@ -251,9 +251,9 @@ class Network:
 
         ``outputs`` (B, T, O) are those of ``forward(inputs)``. The tape (an opaque object;
         ``tape.bytes`` is its memory) holds the records of this pass for
-        :meth:`vjp_with_tape`, which then runs the backward pass only. It holds per episode
-        what one ``loss_and_grad`` pass keeps (the plastic weights of every step, or
-        checkpoints for long episodes), so B times that in all; it is freed when deleted.
+        :meth:`vjp_with_tape`, which then runs the backward pass only (regenerating the
+        plastic weights from the records). It holds every step's records, O(B·T·H), and
+        for long episodes checkpoints of the plastic weights; it is freed when deleted.
         Any number of tapes may be outstanding.
         """
         return self._native.forward_with_tape(inputs)

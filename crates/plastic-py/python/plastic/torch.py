@@ -15,9 +15,11 @@ The engine computes on the CPU in float32 or float64 (the parameters' dtype: cal
 engine, and the outputs and gradients are returned on the device they came from.
 
 :meth:`PlasticRNN.loss` is the fused path for the engine's own losses (MSE, cross-entropy):
-one pass computes the loss and every gradient, without the tape's memory (the tape holds
-per episode what one backward pass needs: the plastic weights of every step, or
-checkpoints for long episodes; ``del`` the outputs and loss of a step to free it).
+one pass computes the loss and every gradient. It is faster than ``forward`` and a torch
+loss: each episode's plastic weights stay in the cache from its forward to its backward,
+where the tape's backward regenerates them from the records (one update per step). The
+tape holds every step's records (and, for long episodes, checkpoints of the plastic
+weights) until the graph is freed: ``del`` a step's outputs and loss to free it early.
 
 Example::
 

@@ -229,9 +229,9 @@ impl<F: Float> Pass<'_, F> {
     /// (or, for an output adjoint, `Σ d_outputs ⊙ outputs`).
     ///
     /// The slots hold the last segment's `P_t` as the forward pass left them, unless
-    /// `regenerate_last`: then that segment is regenerated from its checkpoint like the
-    /// others (docs/algorithm.md §8; the slots hold the first segment after a backward pass
-    /// with checkpoints).
+    /// `regenerate_all` (the records come from a [`super::Tape`], which keeps no plastic
+    /// weights): then every segment is regenerated, the first from `P_0 = 0`, the others
+    /// from their checkpoints (docs/algorithm.md §8).
     pub(super) fn run_backward(
         &self,
         ep: &Episodes<F>,
@@ -239,7 +239,7 @@ impl<F: Float> Pass<'_, F> {
         seed: Seed<'_, F>,
         ws: &mut EpisodeState<'_, F>,
         sinks: &mut Sinks<'_, '_, F>,
-        regenerate_last: bool,
+        regenerate_all: bool,
     ) -> F {
         let t_len = ep.steps;
         let plen = self.layout().plastic_len;
@@ -257,8 +257,12 @@ impl<F: Float> Pass<'_, F> {
         for seg in (0..nseg).rev() {
             let s0 = seg * k;
             let len = k.min(t_len - s0);
-            if plastic && nseg > 1 && (seg + 1 != nseg || regenerate_last) {
-                ws.arena[..plen].copy_from_slice(&ws.ckpt[seg * plen..(seg + 1) * plen]);
+            if plastic && (seg + 1 != nseg || regenerate_all) {
+                if seg == 0 {
+                    ws.arena[..plen].fill(F::zero()); // P_0, the first checkpoint
+                } else {
+                    ws.arena[..plen].copy_from_slice(&ws.ckpt[seg * plen..(seg + 1) * plen]);
+                }
                 self.regenerate(ep, b, ws, s0, len);
             }
             for t in (s0..s0 + len).rev() {

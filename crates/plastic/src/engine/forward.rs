@@ -369,9 +369,13 @@ impl<F: Float> Pass<'_, F> {
         ws.rec.fill(F::zero());
         ws.scalars.fill(Default::default());
         resize(ws.zeros, dims.h);
-        // arena: k slots of P in training (slot t − s0 holds P_t), two ping-pong slots
-        // otherwise (sized by `record_sizes`)
+        // segments of k steps in training, checkpointed at their first step
         let k = if train { ws.seg_len } else { 1 };
+        // the slots of P in the arena (sized by the caller): k in training (slot t − s0
+        // holds P_t for the backward pass), or two when only the checkpoints are kept (a
+        // tape's forward pass, docs/algorithm.md §8); two ping-pong slots otherwise
+        let ring = if plastic { ws.arena.len() / plen } else { 1 };
+        debug_assert!(ring == k || ring == 2);
         // only P_0 must start at zero; every other slot is written before it is read
         if plastic {
             ws.arena[..plen].fill(F::zero());
@@ -393,7 +397,7 @@ impl<F: Float> Pass<'_, F> {
                 (pv.h(), pv.c())
             };
             let x = ep.x(b, t);
-            let slot = if train { t % k } else { t % 2 };
+            let slot = if train { t % ring } else { t % 2 };
             let mut rm = StepMut::new(cur, &mut scur[0], dims);
             if !plastic {
                 self.forward_step(x, h_prev, c_prev, None, None, &mut rm, inv_bd);
@@ -401,7 +405,7 @@ impl<F: Float> Pass<'_, F> {
             }
             if pending {
                 // P_t's recurrent matrices come from P_{t−1} (slot of t − 1) here
-                let (src, dst) = two_slots(&mut ws.arena, plen, (t - 1) % k, slot);
+                let (src, dst) = two_slots(&mut ws.arena, plen, (t - 1) % ring, slot);
                 let h_pp = if t >= 2 {
                     StepView::at(prev, sprev, dims, t - 2).h()
                 } else {
@@ -414,10 +418,11 @@ impl<F: Float> Pass<'_, F> {
                     view: StepView::at(prev, sprev, dims, t - 1),
                 };
                 self.forward_step(x, h_prev, c_prev, Some(dst), Some(&fused), &mut rm, inv_bd);
-                if slot == 0 {
+                if t % k == 0 {
                     // segment boundary: P_t is complete now; keep it as the checkpoint
                     let seg = t / k;
-                    ws.ckpt[seg * plen..(seg + 1) * plen].copy_from_slice(&ws.arena[..plen]);
+                    let p_t = &ws.arena[slot * plen..(slot + 1) * plen];
+                    ws.ckpt[seg * plen..(seg + 1) * plen].copy_from_slice(p_t);
                 }
                 if norms {
                     // P_t is complete now: the norm after step t − 1's update
@@ -441,7 +446,7 @@ impl<F: Float> Pass<'_, F> {
                     }
                     break;
                 }
-                let (src, dst) = two_slots(&mut ws.arena, plen, slot, (t + 1) % k);
+                let (src, dst) = two_slots(&mut ws.arena, plen, slot, (t + 1) % ring);
                 self.update(x, h_prev, &view, src, dst, true);
                 pending = true;
             } else {

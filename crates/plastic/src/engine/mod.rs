@@ -106,10 +106,10 @@ pub struct GradRequest {
 
 /// The records of one forward pass over a batch, kept for its backward pass
 /// ([`Engine::forward_with_tape`], then [`Engine::vjp_with_tape`]; docs/algorithm.md §7.8,
-/// §8): per episode, the vectors and scalars of every step and the plastic weights the
-/// backward pass reads (snapshots, or checkpoints and slots), or the batched records of a
-/// network without plastic weights; and a copy of the episodes. An owned value: it does
-/// not borrow the engine, and several may be outstanding at once.
+/// §8): per episode, the vectors and scalars of every step and, for long episodes, the
+/// checkpoints of the plastic weights (the backward pass regenerates the rest), or the
+/// batched records of a network without plastic weights; and a copy of the episodes. An
+/// owned value: it does not borrow the engine, and several may be outstanding at once.
 pub struct Tape<F: Float> {
     /// The configuration of the network that recorded it.
     config: NetworkConfig,
@@ -117,14 +117,12 @@ pub struct Tape<F: Float> {
     params: u64,
     episodes: Episodes<F>,
     records: TapeRecords<F>,
-    /// How many backward passes have read it.
-    backward_passes: usize,
 }
 
 /// What a [`Tape`] holds, by the route the network takes.
 enum TapeRecords<F: Float> {
-    /// Every episode's records and plastic weights, one after the other in `data` (each
-    /// `sizes.rec + sizes.arena + sizes.ckpt` values) and `scalars` (`T` each).
+    /// Every episode's records and checkpoints, one after the other in `data` (each
+    /// `sizes.rec + sizes.ckpt` values) and `scalars` (`T` each).
     PerEpisode {
         data: Vec<F>,
         scalars: Vec<Scalars<F>>,
@@ -203,7 +201,6 @@ impl<F: Float> std::fmt::Debug for Tape<F> {
             .field("batch", &self.batch())
             .field("steps", &self.steps())
             .field("bytes", &self.bytes())
-            .field("backward_passes", &self.backward_passes)
             .finish_non_exhaustive()
     }
 }
@@ -216,22 +213,20 @@ fn params_fingerprint<F: Float>(params: &[F]) -> u64 {
     })
 }
 
-/// Splits a tape's buffers into every episode's records.
+/// Splits a tape's buffers into every episode's part.
 fn episode_records<'a, F: Float>(
     data: &'a mut [F],
     scalars: &'a mut [Scalars<F>],
     sizes: &RecordSizes,
-) -> Vec<Option<EpisodeRecords<'a, F>>> {
-    let per = sizes.rec + sizes.arena + sizes.ckpt;
+) -> Vec<Option<Taped<'a, F>>> {
+    let per = sizes.rec + sizes.ckpt;
     data.chunks_mut(per)
         .zip(scalars.chunks_mut(sizes.steps))
         .map(|(d, sc)| {
-            let (rec, d) = d.split_at_mut(sizes.rec);
-            let (arena, ckpt) = d.split_at_mut(sizes.arena);
-            Some(EpisodeRecords {
+            let (rec, ckpt) = d.split_at_mut(sizes.rec);
+            Some(Taped {
                 rec,
                 scalars: sc,
-                arena,
                 ckpt,
             })
         })
@@ -303,16 +298,16 @@ struct RecordSizes {
     seg_len: usize,
 }
 
-/// One episode's records: where its forward pass writes and its backward pass reads.
-struct EpisodeRecords<'a, F> {
+/// One episode's part of a [`Tape`]: what its backward pass reads besides the plastic
+/// weights of the current segment, which it regenerates (docs/algorithm.md §8).
+struct Taped<'a, F> {
     rec: &'a mut [F],
     scalars: &'a mut [Scalars<F>],
-    arena: &'a mut [F],
     ckpt: &'a mut [F],
 }
 
 /// Everything one episode's forward and backward pass work on: its records (a pooled
-/// workspace's or a [`Tape`]'s) and the scratch.
+/// workspace's or a [`Tape`]'s), the slots of `P` and the scratch.
 struct EpisodeState<'a, F> {
     rec: &'a mut [F],
     scalars: &'a mut [Scalars<F>],
@@ -324,42 +319,40 @@ struct EpisodeState<'a, F> {
     b: &'a mut BackScratch<F>,
 }
 
-impl<F: Float> EpisodeScratch<F> {
-    /// The state of an episode whose records are `r`.
-    fn with<'a>(
-        &'a mut self,
-        r: EpisodeRecords<'a, F>,
-        sizes: &RecordSizes,
-    ) -> EpisodeState<'a, F> {
-        EpisodeState {
-            rec: r.rec,
-            scalars: r.scalars,
-            arena: r.arena,
-            ckpt: r.ckpt,
-            seg_len: sizes.seg_len,
-            dp: &mut self.dp,
-            zeros: &mut self.zeros,
-            b: &mut self.b,
-        }
-    }
-}
-
 impl<F: Float> Workspace<F> {
-    /// The state of an episode recorded in this workspace, sized for `sizes`.
-    fn state(&mut self, sizes: &RecordSizes) -> EpisodeState<'_, F> {
+    /// The state of an episode sized for `sizes`: recorded in this workspace, or in
+    /// `taped`, a tape's part (the slots of `P` are always this workspace's).
+    fn state<'a>(
+        &'a mut self,
+        sizes: &RecordSizes,
+        taped: Option<Taped<'a, F>>,
+    ) -> EpisodeState<'a, F> {
         // every element is written by the forward pass before it is read (slot 0 and the
         // first checkpoint are zeroed there)
-        self.rec.resize(sizes.rec, F::zero());
-        self.scalars.resize(sizes.steps, Default::default());
         self.arena.resize(sizes.arena, F::zero());
-        self.ckpt.resize(sizes.ckpt, F::zero());
-        let r = EpisodeRecords {
-            rec: &mut self.rec,
-            scalars: &mut self.scalars,
-            arena: &mut self.arena,
-            ckpt: &mut self.ckpt,
+        let t = match taped {
+            Some(t) => t,
+            None => {
+                self.rec.resize(sizes.rec, F::zero());
+                self.scalars.resize(sizes.steps, Default::default());
+                self.ckpt.resize(sizes.ckpt, F::zero());
+                Taped {
+                    rec: &mut self.rec,
+                    scalars: &mut self.scalars,
+                    ckpt: &mut self.ckpt,
+                }
+            }
         };
-        self.scratch.with(r, sizes)
+        EpisodeState {
+            rec: t.rec,
+            scalars: t.scalars,
+            arena: &mut self.arena,
+            ckpt: t.ckpt,
+            seg_len: sizes.seg_len,
+            dp: &mut self.scratch.dp,
+            zeros: &mut self.scratch.zeros,
+            b: &mut self.scratch.b,
+        }
     }
 }
 
@@ -575,7 +568,7 @@ impl<F: Float> Engine<F> {
         }
         let pass = Pass::new(net);
         let sizes = pass.record_sizes(ep.steps, false);
-        let mut records: Vec<Option<EpisodeRecords<'_, F>>> = (0..ep.batch).map(|_| None).collect();
+        let mut records: Vec<Option<Taped<'_, F>>> = (0..ep.batch).map(|_| None).collect();
         Ok(self.forward_episodes(&pass, ep, loss, &sizes, &mut records, false))
     }
 
@@ -588,7 +581,7 @@ impl<F: Float> Engine<F> {
         ep: &Episodes<F>,
         loss: Loss,
         sizes: &RecordSizes,
-        records: &mut [Option<EpisodeRecords<'_, F>>],
+        records: &mut [Option<Taped<'_, F>>],
         train: bool,
     ) -> Forward<F> {
         let (bsz, t_len, o) = (ep.batch, ep.steps, pass.dims.o);
@@ -610,10 +603,7 @@ impl<F: Float> Engine<F> {
                     let (outs, series) = e.split_at_mut(t_len * o);
                     let (head, pn) = series.split_at_mut(4 * t_len);
                     let (pn, inner) = pn.split_at_mut(t_len);
-                    let mut st = match r.take() {
-                        Some(r) => ws.scratch.with(r, sizes),
-                        None => ws.state(sizes),
-                    };
+                    let mut st = ws.state(sizes, r.take());
                     pass.run_forward(ep, b, &mut st, train, pn);
                     for t in 0..t_len {
                         let v = StepView::at(st.rec, st.scalars, &pass.dims, t);
@@ -703,14 +693,15 @@ impl<F: Float> Engine<F> {
     /// §7.8, §8). The [`Forward`] is the same, bit for bit, as [`Self::forward`]'s.
     ///
     /// The [`Tape`] is an owned value, independent of the engine's scratch memory: any
-    /// number of tapes may be outstanding, and each is consumed by its own backward
-    /// pass(es). It holds, for every episode, the per-step records and the plastic weights
-    /// the backward pass reads, kept as `loss_and_grad` keeps them (all `T` snapshots of
-    /// `P` when they fit the network's snapshot budget, else checkpoints every ≈ √T
-    /// steps, regenerated in the backward pass; docs/algorithm.md §8): per episode what
-    /// one workspace of [`Self::loss_and_grad`] holds, so `B` times as much in all
-    /// ([`Tape::bytes`]). A network without plastic weights keeps its batched records
-    /// (`O(B·T·H)`).
+    /// number of tapes may be outstanding, and each may be read by any number of backward
+    /// passes. It holds every episode's per-step records (`O(T·H)`) and, for episodes whose
+    /// `T` snapshots of `P` do not fit the network's snapshot budget, the checkpoints that
+    /// [`Self::loss_and_grad`] keeps; not the `O(H²)` plastic weights of every step, which
+    /// the backward pass regenerates exactly in the engine's workspace, from `P_0 = 0` or
+    /// from the checkpoints (one update per step, no product or nonlinearity: cheaper than
+    /// writing them to memory and reading them back, and `B·T` times less memory). A
+    /// network without plastic weights keeps its batched records. [`Self::tape_bytes`]
+    /// tells the size in advance.
     pub fn forward_with_tape(
         &self,
         net: &Network<F>,
@@ -724,11 +715,16 @@ impl<F: Float> Engine<F> {
         } else {
             let pass = Pass::new(net);
             let sizes = pass.record_sizes(ep.steps, true);
-            let per = sizes.rec + sizes.arena + sizes.ckpt;
-            let mut data = self.take_tape_buffer(ep.batch * per);
+            let mut data = self.take_tape_buffer(ep.batch * (sizes.rec + sizes.ckpt));
             let mut scalars = vec![Scalars::default(); ep.batch * ep.steps];
             let mut records = episode_records(&mut data, &mut scalars, &sizes);
-            let f = self.forward_episodes(&pass, ep, loss, &sizes, &mut records, true);
+            // the forward pass keeps only the checkpoints: two slots of P suffice
+            let plen = net.layout().plastic_len;
+            let forward_sizes = RecordSizes {
+                arena: sizes.arena.min(2 * plen),
+                ..sizes
+            };
+            let f = self.forward_episodes(&pass, ep, loss, &forward_sizes, &mut records, true);
             drop(records);
             let records = TapeRecords::PerEpisode {
                 data,
@@ -742,19 +738,21 @@ impl<F: Float> Engine<F> {
             params: params_fingerprint(net.params()),
             episodes: ep.clone(),
             records,
-            backward_passes: 0,
         };
         Ok((forward, tape))
     }
 
     /// The vector-Jacobian product of [`Self::vjp`] from the records of
-    /// [`Self::forward_with_tape`]: the backward pass only (docs/algorithm.md §7, §7.8),
-    /// bit-identical to [`Self::vjp`] on the same network and episodes.
+    /// [`Self::forward_with_tape`]: the backward pass only, with the plastic weights
+    /// regenerated from the records (docs/algorithm.md §7, §7.8, §8), bit-identical to
+    /// [`Self::vjp`] on the same network and episodes.
     ///
     /// `net` must be the network the tape was recorded with, with the same parameters
-    /// (an error says what differs otherwise). A tape may be used again (a second
-    /// backward pass through the same forward pass gives the same result; with
-    /// checkpoints it costs the regeneration of one more segment).
+    /// (an error says what differs otherwise). The tape's records are only read (a
+    /// non-plastic network's tape also holds the buffers its adjoints are written to), so
+    /// it may be used again, with the same or another `d_outputs`. Against
+    /// [`Self::loss_and_grad`]'s backward pass, a plastic network's costs one update of the
+    /// plastic weights per step more (the regeneration).
     pub fn vjp_with_tape(
         &self,
         net: &Network<F>,
@@ -775,20 +773,9 @@ impl<F: Float> Engine<F> {
             } => {
                 let pass = Pass::new(net);
                 let mut records = episode_records(data, scalars, sizes);
-                // after a backward pass with checkpoints, the slots hold the first segment
-                let regenerate_last = tape.backward_passes > 0;
-                self.backward_episodes(
-                    &pass,
-                    ep,
-                    seed,
-                    request,
-                    sizes,
-                    &mut records,
-                    regenerate_last,
-                )
+                self.backward_episodes(&pass, ep, seed, request, sizes, &mut records)
             }
         };
-        tape.backward_passes += 1;
         Ok(g)
     }
 
@@ -810,8 +797,7 @@ impl<F: Float> Engine<F> {
         }
         let pass = Pass::new(net);
         let sizes = pass.record_sizes(steps, true);
-        let per =
-            (sizes.rec + sizes.arena + sizes.ckpt) * f + steps * std::mem::size_of::<Scalars<F>>();
+        let per = (sizes.rec + sizes.ckpt) * f + steps * std::mem::size_of::<Scalars<F>>();
         batch * per + episodes
     }
 
@@ -830,7 +816,8 @@ impl<F: Float> Engine<F> {
     fn take_tape_buffer(&self, n: usize) -> Vec<F> {
         match self.spare_tape.lock().unwrap().take() {
             Some(mut v) if v.capacity() >= n => {
-                v.clear();
+                // not zeroed: the forward pass writes every element before it is read
+                v.truncate(n);
                 v.resize(n, F::zero());
                 v
             }
@@ -852,14 +839,13 @@ impl<F: Float> Engine<F> {
         }
         let pass = Pass::new(net);
         let sizes = pass.record_sizes(ep.steps, true);
-        let mut records: Vec<Option<EpisodeRecords<'_, F>>> = (0..ep.batch).map(|_| None).collect();
-        Ok(self.backward_episodes(&pass, ep, seed, request, &sizes, &mut records, false))
+        let mut records: Vec<Option<Taped<'_, F>>> = (0..ep.batch).map(|_| None).collect();
+        Ok(self.backward_episodes(&pass, ep, seed, request, &sizes, &mut records))
     }
 
     /// The backward pass of every episode, seeded by `seed`: an episode with `Some`
-    /// records was recorded there by [`Self::forward_episodes`] (whose slots hold the
-    /// first segment instead of the last if `regenerate_last`); the others run forward
-    /// first, in a pooled workspace.
+    /// records was recorded there by [`Self::forward_episodes`] (and its plastic weights
+    /// are regenerated from them); the others run forward first, in a pooled workspace.
     #[allow(clippy::too_many_arguments)]
     fn backward_episodes(
         &self,
@@ -868,8 +854,7 @@ impl<F: Float> Engine<F> {
         seed: Seed<'_, F>,
         request: GradRequest,
         sizes: &RecordSizes,
-        records: &mut [Option<EpisodeRecords<'_, F>>],
-        regenerate_last: bool,
+        records: &mut [Option<Taped<'_, F>>],
     ) -> Gradient<F> {
         let net = pass.net;
         let (bsz, t_len) = (ep.batch, ep.steps);
@@ -910,10 +895,7 @@ impl<F: Float> Engine<F> {
                 for (j, ((pairs, dx), r)) in episodes.enumerate() {
                     let b = ci * chunk + j;
                     let recorded = r.is_some();
-                    let mut st = match r.take() {
-                        Some(r) => ws.scratch.with(r, sizes),
-                        None => ws.state(sizes),
-                    };
+                    let mut st = ws.state(sizes, r.take());
                     if !recorded {
                         pass.run_forward(ep, b, &mut st, true, &mut []);
                     }
@@ -922,8 +904,7 @@ impl<F: Float> Engine<F> {
                         pairs,
                         dx: request.inputs.then_some(&mut **dx),
                     };
-                    let regenerate = recorded && regenerate_last;
-                    lsum += pass.run_backward(ep, b, seed, &mut st, &mut sinks, regenerate);
+                    lsum += pass.run_backward(ep, b, seed, &mut st, &mut sinks, recorded);
                     for p in pairs.iter_mut() {
                         p.finish();
                     }
