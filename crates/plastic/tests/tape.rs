@@ -57,7 +57,7 @@ fn setup<F: Float>(
     let ep = Episodes::new(batch, steps, i, o, input, target, 2).unwrap();
     let mut net = Network::<F>::new(c.clone(), seed).unwrap();
     for v in net.params_mut().iter_mut() {
-        *v = *v * F::of(1.5);
+        *v *= F::of(1.5);
     }
     (net, ep)
 }

@@ -200,7 +200,11 @@ class PlasticRNN(torch.nn.Module):
         """Predictions (B, T, O) for inputs (B, T, I); differentiable (engine VJP)."""
         params = self._check(inputs)
         net = self._network(params[0].dtype)
-        return _EngineForward.apply(net, self._names, inputs, *params)
+        if torch.is_grad_enabled() and (inputs.requires_grad or any(p.requires_grad for p in params)):
+            return _EngineForward.apply(net, self._names, inputs, *params)
+        # nothing to differentiate: the plain forward pass, without a tape
+        _load_parameters(net, self._names, params)
+        return _from_numpy(net.forward(_to_numpy(inputs))["outputs"], inputs)
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, test_begin: int = 0,
              kind: str = "mse") -> torch.Tensor:

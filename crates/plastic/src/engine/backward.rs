@@ -270,12 +270,12 @@ impl<F: Float> Pass<'_, F> {
                 let (h_prev, c_prev) = if t == 0 {
                     (&ws.zeros[..dims.h], &ws.zeros[..dims.h])
                 } else {
-                    let pv = StepView::at(&ws.rec, &ws.scalars, dims, t - 1);
+                    let pv = StepView::at(ws.rec, ws.scalars, dims, t - 1);
                     (pv.h(), pv.c())
                 };
                 let step = StepInputs {
                     t,
-                    v: StepView::at(&ws.rec, &ws.scalars, dims, t),
+                    v: StepView::at(ws.rec, ws.scalars, dims, t),
                     x: ep.x(b, t),
                     h_prev,
                     c_prev,
@@ -295,7 +295,7 @@ impl<F: Float> Pass<'_, F> {
                             )
                         };
                         self.update_backward(
-                            &step, p_t, kappa, &mut carry, earlier, &mut ws.dp, sinks.grad, bs,
+                            &step, p_t, kappa, &mut carry, earlier, ws.dp, sinks.grad, bs,
                         )
                     } else {
                         (F::zero(), F::zero())

@@ -405,7 +405,7 @@ impl<F: Float> Pass<'_, F> {
             }
             if pending {
                 // P_t's recurrent matrices come from P_{t−1} (slot of t − 1) here
-                let (src, dst) = two_slots(&mut ws.arena, plen, (t - 1) % ring, slot);
+                let (src, dst) = two_slots(ws.arena, plen, (t - 1) % ring, slot);
                 let h_pp = if t >= 2 {
                     StepView::at(prev, sprev, dims, t - 2).h()
                 } else {
@@ -446,11 +446,11 @@ impl<F: Float> Pass<'_, F> {
                     }
                     break;
                 }
-                let (src, dst) = two_slots(&mut ws.arena, plen, slot, (t + 1) % ring);
+                let (src, dst) = two_slots(ws.arena, plen, slot, (t + 1) % ring);
                 self.update(x, h_prev, &view, src, dst, true);
                 pending = true;
             } else {
-                let (src, dst) = two_slots(&mut ws.arena, plen, slot, 1 - slot);
+                let (src, dst) = two_slots(ws.arena, plen, slot, 1 - slot);
                 self.update(x, h_prev, &view, src, dst, false);
                 plastic_norm[t] = kernels::sq_norm(dst).sqrt();
             }
@@ -473,9 +473,9 @@ impl<F: Float> Pass<'_, F> {
             let h_prev = if t == 0 {
                 &ws.zeros[..]
             } else {
-                StepView::at(&ws.rec, &ws.scalars, dims, t - 1).h()
+                StepView::at(ws.rec, ws.scalars, dims, t - 1).h()
             };
-            let view = StepView::at(&ws.rec, &ws.scalars, dims, t);
+            let view = StepView::at(ws.rec, ws.scalars, dims, t);
             let (lo, hi) = ws.arena.split_at_mut((j + 1) * plen);
             self.update(
                 ep.x(b, t),

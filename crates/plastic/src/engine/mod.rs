@@ -129,7 +129,7 @@ enum TapeRecords<F: Float> {
         sizes: RecordSizes,
     },
     /// A network without plastic weights: the batched pass's records.
-    Batched(batched::Records<F>),
+    Batched(Box<batched::Records<F>>),
 }
 
 impl<F: Float> Tape<F> {
@@ -711,7 +711,7 @@ impl<F: Float> Engine<F> {
         check_episodes(net, ep)?;
         let (forward, records) = if self.takes_batched(net) {
             let (f, rec) = self.forward_batched_recorded(net, ep, loss);
-            (f, TapeRecords::Batched(rec))
+            (f, TapeRecords::Batched(Box::new(rec)))
         } else {
             let pass = Pass::new(net);
             let sizes = pass.record_sizes(ep.steps, true);
@@ -808,7 +808,7 @@ impl<F: Float> Engine<F> {
     pub fn recycle_tape(&self, tape: Tape<F>) {
         match tape.records {
             TapeRecords::PerEpisode { data, .. } => *self.spare_tape.lock().unwrap() = Some(data),
-            TapeRecords::Batched(rec) => self.return_records(rec),
+            TapeRecords::Batched(rec) => self.return_records(*rec),
         }
     }
 
