@@ -19,6 +19,8 @@ use pyo3::prelude::*;
 #[pyo3(name = "_native")]
 fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<network::NativeNetwork>()?;
+    m.add_class::<network::NativeTape>()?;
+    m.add_function(wrap_pyfunction!(network::live_tape_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(run::train, m)?)?;
     m.add_function(wrap_pyfunction!(run::read_run, m)?)?;
     m.add_function(wrap_pyfunction!(run::resolve_config, m)?)?;

@@ -3,6 +3,7 @@
 //! released while the engine computes.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use numpy::Element;
 use pyo3::exceptions::{PyMemoryError, PyValueError};
@@ -11,7 +12,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use plastic::run::config::Dtype;
 use plastic::run::{files, read_config, RunConfig};
-use plastic::{Episodes, Float, GradRequest, Loss, Network, NetworkConfig};
+use plastic::{Engine, Episodes, Float, GradRequest, Loss, Network, NetworkConfig, Tape};
 
 use crate::convert::{
     dict_to_table, dtype_name, guarded, network_config_dict, network_config_from_table, new_array,
@@ -328,6 +329,129 @@ fn vjp_of<'py, F: Float + Element>(
     gradient_tuple(py, net, g, [ep.batch, ep.steps, ep.input_size])
 }
 
+/// A tape of either float type.
+enum AnyTape {
+    F32(Tape<f32>),
+    F64(Tape<f64>),
+}
+
+/// The bytes held by the tapes alive now (for the tests: a tape's memory goes when its
+/// autograd graph goes).
+static LIVE_TAPE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The records of one forward pass, kept for its backward pass (`NativeNetwork.forward_with_tape`,
+/// then `NativeNetwork.vjp_with_tape`, any number of times). Its memory is given back when it
+/// is deleted.
+#[pyclass(module = "plastic._native", name = "NativeTape")]
+pub struct NativeTape {
+    /// `None` only while it is being dropped.
+    tape: Option<AnyTape>,
+    bytes: usize,
+}
+
+impl NativeTape {
+    fn new(tape: AnyTape) -> Self {
+        let bytes = match &tape {
+            AnyTape::F32(t) => t.bytes(),
+            AnyTape::F64(t) => t.bytes(),
+        };
+        LIVE_TAPE_BYTES.fetch_add(bytes, Ordering::Relaxed);
+        NativeTape {
+            tape: Some(tape),
+            bytes,
+        }
+    }
+}
+
+impl Drop for NativeTape {
+    fn drop(&mut self) {
+        LIVE_TAPE_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
+        // the shared engine keeps one tape's buffer for the next forward pass
+        match self.tape.take() {
+            Some(AnyTape::F32(t)) => Engine::<f32>::shared().recycle_tape(t),
+            Some(AnyTape::F64(t)) => Engine::<f64>::shared().recycle_tape(t),
+            None => {}
+        }
+    }
+}
+
+#[pymethods]
+impl NativeTape {
+    /// The memory the tape holds, in bytes.
+    #[getter]
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn __repr__(&self) -> String {
+        let (b, t, dtype) = match &self.tape {
+            Some(AnyTape::F32(t)) => (t.batch(), t.steps(), "float32"),
+            Some(AnyTape::F64(t)) => (t.batch(), t.steps(), "float64"),
+            None => (0, 0, "none"),
+        };
+        format!(
+            "NativeTape(batch={b}, steps={t}, dtype={dtype}, {:.1} MiB)",
+            self.bytes as f64 / f64::from(1u32 << 20)
+        )
+    }
+}
+
+/// The bytes held by the tapes alive now.
+#[pyfunction]
+pub fn live_tape_bytes() -> usize {
+    LIVE_TAPE_BYTES.load(Ordering::Relaxed)
+}
+
+/// `forward_with_tape` for a typed network: the outputs and the tape.
+fn forward_with_tape_of<'py, F: Float + Element>(
+    py: Python<'py>,
+    net: &Network<F>,
+    inputs: &Bound<'py, PyAny>,
+    wrap: fn(Tape<F>) -> AnyTape,
+) -> PyResult<(Bound<'py, PyAny>, NativeTape)> {
+    let ep = episodes_of(net, inputs, None, 0)?;
+    let engine = Engine::<F>::shared();
+    let bytes = engine.tape_bytes(net, ep.batch, ep.steps) as f64;
+    check_bytes(
+        bytes,
+        &format!(
+            "the records of a forward pass over {} episodes of {} steps",
+            ep.batch, ep.steps
+        ),
+    )?;
+    let (f, tape) =
+        py.detach(|| guarded(|| engine.forward_with_tape(net, &ep, Loss::Mse).map_err(to_py)))?;
+    let outputs = new_array(py, f.outputs, &[ep.batch, ep.steps, ep.output_size])?;
+    Ok((outputs, NativeTape::new(wrap(tape))))
+}
+
+/// `vjp_with_tape` for a typed network.
+fn vjp_with_tape_of<'py, F: Float + Element>(
+    py: Python<'py>,
+    net: &Network<F>,
+    tape: &mut Tape<F>,
+    d_outputs: &Bound<'py, PyAny>,
+    input_grad: bool,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let (b, t, o) = (tape.batch(), tape.steps(), net.config().output_size);
+    let (_, dy) = read_array::<F>(
+        d_outputs,
+        &Expect {
+            name: "d_outputs",
+            axes: "(B, T, O) with B and T of the recorded inputs",
+            shape: &[Some(b), Some(t), Some(o)],
+        },
+    )?;
+    if dy.iter().any(|v| !v.is_finite()) {
+        return Err(PyValueError::new_err("d_outputs contains NaN or infinity"));
+    }
+    let request = GradRequest { inputs: input_grad };
+    let engine = Engine::<F>::shared();
+    let g =
+        py.detach(|| guarded(|| engine.vjp_with_tape(net, tape, &dy, request).map_err(to_py)))?;
+    gradient_tuple(py, net, g, [b, t, net.config().input_size])
+}
+
 /// A seed from Python: a whole number in `0..=i64::MAX`.
 fn parse_seed(seed: &Bound<'_, PyAny>) -> PyResult<u64> {
     match seed.extract::<i64>() {
@@ -529,6 +653,43 @@ impl NativeNetwork {
         input_grad: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
         guarded(|| typed!(&self.net, n => vjp_of(py, n, inputs, d_outputs, input_grad)))
+    }
+
+    /// The forward pass, keeping its records for `vjp_with_tape`: `(outputs, tape)`.
+    fn forward_with_tape<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, NativeTape)> {
+        guarded(|| match &self.net {
+            Net::F32(n) => forward_with_tape_of(py, n, inputs, AnyTape::F32),
+            Net::F64(n) => forward_with_tape_of(py, n, inputs, AnyTape::F64),
+        })
+    }
+
+    /// The vector-Jacobian product from the records of `forward_with_tape` (the backward
+    /// pass only): `(sum(d_outputs * outputs), grads, d_inputs or None)`.
+    #[pyo3(signature = (tape, d_outputs, input_grad=true))]
+    fn vjp_with_tape<'py>(
+        &self,
+        py: Python<'py>,
+        mut tape: PyRefMut<'py, NativeTape>,
+        d_outputs: &Bound<'py, PyAny>,
+        input_grad: bool,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        guarded(|| match (&self.net, &mut tape.tape) {
+            (Net::F32(n), Some(AnyTape::F32(t))) => {
+                vjp_with_tape_of(py, n, t, d_outputs, input_grad)
+            }
+            (Net::F64(n), Some(AnyTape::F64(t))) => {
+                vjp_with_tape_of(py, n, t, d_outputs, input_grad)
+            }
+            (n, _) => Err(PyValueError::new_err(format!(
+                "this tape was recorded in the other float type than this network's ({}); use \
+                 it with the network that recorded it",
+                typed!(n, n => dtype_name_of(n))
+            ))),
+        })
     }
 
     /// A copy of this network (parameters included).

@@ -104,6 +104,94 @@ def test_an_in_place_change_before_backward_is_detected():
         out.backward()
 
 
+def _engine_vjp(m, x, d_out):
+    """The parameter and input gradients of sum(d_out * m(x)) from the numpy API's vjp (which
+    runs its own forward pass), for the module's current parameters."""
+    net = m.to_network()
+    grads, dx = net.vjp(x.detach().numpy(), d_out.detach().numpy(), input_grad=True)
+    return grads, dx
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_outstanding_forwards_then_backwards_in_reverse_order(rule):
+    # two calls of one module and a call of another, all outstanding, then backward in reverse
+    m, other = small("lstm", rule), small("rnn", rule)
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = (torch.randn(2, 4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+              for _ in range(2))
+    x3 = torch.randn(3, 5, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    d1, d2, d3 = (torch.randn(x.shape[:2] + (2,), dtype=torch.float64, generator=g)
+                  for x in (x1, x2, x3))
+    out1, out2, out3 = m(x1), m(x2), other(x3)
+    for out, d, x, mod in ((out3, d3, x3, other), (out2, d2, x2, m), (out1, d1, x1, m)):
+        mod.zero_grad()
+        out.backward(d)
+        want, want_dx = _engine_vjp(mod, x, d)
+        for n, p in mod.named_parameters():
+            np.testing.assert_array_equal(p.grad.numpy(), want[n], err_msg=n)
+        np.testing.assert_array_equal(x.grad.numpy(), want_dx)
+
+
+def test_retain_graph_allows_a_second_backward_without_it_a_clear_error():
+    m = small("lstm", "gradient")
+    x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    loss = m(x).square().sum()
+    loss.backward(retain_graph=True)
+    first = {n: p.grad.clone() for n, p in m.named_parameters()}
+    loss.backward()  # the tape is read again: the gradients double exactly
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, 2 * first[n], rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        loss.backward()
+
+
+def test_a_tapes_memory_goes_with_its_graph():
+    import gc
+    from plastic import _native
+    m = pt.PlasticRNN(task="cue-reward", hidden_size=16, seed=1)
+    x = torch.from_numpy(plastic.episodes(task="cue-reward", batch=4)["inputs"])
+    gc.collect()
+    before = _native.live_tape_bytes()
+    out = m(x)
+    tape = out.grad_fn.tape
+    assert tape.bytes > 4 * 20 * 16 and _native.live_tape_bytes() == before + tape.bytes
+    loss = out.square().mean()
+    loss.backward()
+    del tape
+    assert _native.live_tape_bytes() > before  # the graph still holds it
+    del out, loss
+    gc.collect()
+    assert _native.live_tape_bytes() == before
+    # no tape is made without a graph, and the outputs are the same
+    with torch.no_grad():
+        plain = m(x)
+    assert _native.live_tape_bytes() == before
+    np.testing.assert_array_equal(plain.numpy(), m(x).detach().numpy())
+
+
+def test_the_numpy_api_tape():
+    net = plastic.Network(task="cue-reward", hidden_size=16, seed=4, dtype="float64")
+    b = plastic.episodes(task="cue-reward", batch=3, dtype="f64")
+    outputs, tape = net.forward_with_tape(b["inputs"])
+    np.testing.assert_array_equal(outputs, net.forward(b["inputs"])["outputs"])
+    d = np.sign(outputs)
+    grads, dx = net.vjp_with_tape(tape, d)
+    want, want_dx = net.vjp(b["inputs"], d)
+    for n in want:
+        np.testing.assert_array_equal(grads[n], want[n], err_msg=n)
+    np.testing.assert_array_equal(dx, want_dx)
+    with pytest.raises(ValueError, match="d_outputs has shape"):
+        net.vjp_with_tape(tape, d[:1])
+    changed = net.copy()
+    changed.set_parameters({"rec.w_h": net.parameters()["rec.w_h"] + 1.0})
+    with pytest.raises(ValueError, match="parameters changed"):
+        changed.vjp_with_tape(tape, d)
+    with pytest.raises(ValueError, match="other float type"):
+        net.astype("float32").vjp_with_tape(tape, d.astype(np.float32))
+    with pytest.raises(ValueError, match="another configuration"):
+        plastic.Network(task="cue-reward", hidden_size=8, dtype="float64").vjp_with_tape(tape, d)
+
+
 def test_dtype_follows_the_parameters():
     m = pt.PlasticRNN(input_size=3, hidden_size=4, output_size=2)
     x = torch.randn(2, 3, 3)

@@ -45,7 +45,7 @@ pub mod run;
 pub mod tasks;
 
 pub use config::{CellKind, InnerLrMode, NetworkConfig, Rule};
-pub use engine::{Engine, Forward, GradRequest, Gradient};
+pub use engine::{Engine, Forward, GradRequest, Gradient, Tape};
 pub use episode::{Episodes, Loss};
 pub use error::{Error, Result};
 pub use float::Float;

@@ -246,6 +246,27 @@ class Network:
         _, grads, d_inputs = self._native.vjp(inputs, d_outputs, bool(input_grad))
         return grads, d_inputs
 
+    def forward_with_tape(self, inputs: np.ndarray) -> Tuple[np.ndarray, Any]:
+        """The forward pass, keeping what its backward pass needs: ``(outputs, tape)``.
+
+        ``outputs`` (B, T, O) are those of ``forward(inputs)``. The tape (an opaque object;
+        ``tape.bytes`` is its memory) holds the records of this pass for
+        :meth:`vjp_with_tape`, which then runs the backward pass only (regenerating the
+        plastic weights from the records). It holds every step's records, O(B·T·H), and
+        for long episodes checkpoints of the plastic weights; it is freed when deleted.
+        Any number of tapes may be outstanding.
+        """
+        return self._native.forward_with_tape(inputs)
+
+    def vjp_with_tape(
+        self, tape: Any, d_outputs: np.ndarray, input_grad: bool = True
+    ) -> Tuple[Dict[str, np.ndarray], Optional[np.ndarray]]:
+        """:meth:`vjp` from the tape of :meth:`forward_with_tape`: the backward pass only,
+        bit for bit the same result. The network must have the parameters it had when the
+        tape was recorded (a ``ValueError`` says otherwise); a tape may be used again."""
+        _, grads, d_inputs = self._native.vjp_with_tape(tape, d_outputs, bool(input_grad))
+        return grads, d_inputs
+
     def copy(self) -> "Network":
         """An independent copy (parameters included)."""
         return Network._wrap(self._native.copy())

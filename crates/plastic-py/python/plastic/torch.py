@@ -3,8 +3,10 @@
 :class:`PlasticRNN` holds the network's parameters as torch parameters under the engine's
 names (``in.w``, ``rec.w_h``, ``rec.alpha_w_h``, ``out_weight``, ...: ``named_parameters()``
 gives exactly those), and its forward pass goes through a ``torch.autograd.Function``
-backed by the Rust engine: forward is the engine's forward pass, backward the engine's
-exact vector-Jacobian product (backpropagation through time through the plastic updates).
+backed by the Rust engine: forward is the engine's forward pass, which keeps its records
+(a tape, freed with the autograd graph), and backward the engine's exact
+vector-Jacobian product from them (backpropagation through time through the plastic
+updates), so the forward pass runs once.
 So it composes with any torch model in front (a CNN) and any loss behind, and the
 gradient reaches both its own parameters and its inputs.
 
@@ -13,8 +15,11 @@ The engine computes on the CPU in float32 or float64 (the parameters' dtype: cal
 engine, and the outputs and gradients are returned on the device they came from.
 
 :meth:`PlasticRNN.loss` is the fused path for the engine's own losses (MSE, cross-entropy):
-one pass computes the loss and every gradient, which a separate forward and backward
-would compute with one more forward pass.
+one pass computes the loss and every gradient. It is faster than ``forward`` and a torch
+loss: each episode's plastic weights stay in the cache from its forward to its backward,
+where the tape's backward regenerates them from the records (one update per step). The
+tape holds every step's records (and, for long episodes, checkpoints of the plastic
+weights) until the graph is freed: ``del`` a step's outputs and loss to free it early.
 
 Example::
 
@@ -54,15 +59,17 @@ def _load_parameters(net: Network, names: List[str], params: Tuple[torch.Tensor,
 
 
 class _EngineForward(torch.autograd.Function):
-    """outputs = network(inputs); backward through the engine's vector-Jacobian product."""
+    """outputs = network(inputs); backward through the engine's vector-Jacobian product from
+    the records the forward pass kept (a tape in ``ctx``, freed with the graph)."""
 
     @staticmethod
     def forward(ctx: Any, net: Network, names: List[str], inputs: torch.Tensor,
                 *params: torch.Tensor) -> torch.Tensor:
         _load_parameters(net, names, params)
-        outputs = net.forward(_to_numpy(inputs))["outputs"]
-        ctx.net, ctx.names = net, names
-        # saved so that torch detects a parameter changed in place before backward
+        outputs, tape = net._native.forward_with_tape(_to_numpy(inputs))
+        ctx.net, ctx.names, ctx.tape = net, names, tape
+        # saved so that torch detects a parameter changed in place before backward (and
+        # refuses a second backward without retain_graph=True)
         ctx.save_for_backward(inputs, *params)
         return _from_numpy(outputs, inputs)
 
@@ -71,9 +78,10 @@ class _EngineForward(torch.autograd.Function):
     def backward(ctx: Any, d_outputs: torch.Tensor):
         inputs, *params = ctx.saved_tensors
         net: Network = ctx.net
+        # the network may have run other forward passes since: the tape needs its parameters
         _load_parameters(net, ctx.names, tuple(params))
         want_input = bool(ctx.needs_input_grad[2])
-        grads, d_inputs = net.vjp(_to_numpy(inputs), _to_numpy(d_outputs), input_grad=want_input)
+        _, grads, d_inputs = net._native.vjp_with_tape(ctx.tape, _to_numpy(d_outputs), want_input)
         d_in = _from_numpy(d_inputs, inputs) if want_input else None
         d_params = [
             _from_numpy(grads[n], p) if ctx.needs_input_grad[3 + k] else None
@@ -192,7 +200,11 @@ class PlasticRNN(torch.nn.Module):
         """Predictions (B, T, O) for inputs (B, T, I); differentiable (engine VJP)."""
         params = self._check(inputs)
         net = self._network(params[0].dtype)
-        return _EngineForward.apply(net, self._names, inputs, *params)
+        if torch.is_grad_enabled() and (inputs.requires_grad or any(p.requires_grad for p in params)):
+            return _EngineForward.apply(net, self._names, inputs, *params)
+        # nothing to differentiate: the plain forward pass, without a tape
+        _load_parameters(net, self._names, params)
+        return _from_numpy(net.forward(_to_numpy(inputs))["outputs"], inputs)
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, test_begin: int = 0,
              kind: str = "mse") -> torch.Tensor:

@@ -10,7 +10,7 @@
 
 use super::forward::relu_mask;
 use super::record::{Field, StepView};
-use super::{add_to, resize, signal, Pass, Seed, Workspace};
+use super::{add_to, resize, signal, EpisodeState, Pass, Seed};
 use crate::cell;
 use crate::episode::{step_loss, Episodes};
 use crate::float::Float;
@@ -227,21 +227,28 @@ pub(super) struct Sinks<'s, 'p, F> {
 impl<F: Float> Pass<'_, F> {
     /// Backward pass of one episode whose forward is recorded in `ws`; returns its loss
     /// (or, for an output adjoint, `Σ d_outputs ⊙ outputs`).
+    ///
+    /// The slots hold the last segment's `P_t` as the forward pass left them, unless
+    /// `regenerate_all` (the records come from a [`super::Tape`], which keeps no plastic
+    /// weights): then every segment is regenerated, the first from `P_0 = 0`, the others
+    /// from their checkpoints (docs/algorithm.md §8).
     pub(super) fn run_backward(
         &self,
         ep: &Episodes<F>,
         b: usize,
         seed: Seed<'_, F>,
-        ws: &mut Workspace<F>,
+        ws: &mut EpisodeState<'_, F>,
         sinks: &mut Sinks<'_, '_, F>,
+        regenerate_all: bool,
     ) -> F {
         let t_len = ep.steps;
         let plen = self.layout().plastic_len;
         let plastic = plen > 0;
-        let k = self.segment_len(t_len);
+        let k = ws.seg_len;
         let nseg = t_len.div_ceil(k);
         ws.b.prepare(self, ep.input_size);
-        resize(&mut ws.dp, plen);
+        resize(ws.dp, plen);
+        resize(ws.zeros, self.dims.h);
         let mut total = F::zero();
         let mut kappa = F::zero();
         let mut carry = Carry {
@@ -250,8 +257,12 @@ impl<F: Float> Pass<'_, F> {
         for seg in (0..nseg).rev() {
             let s0 = seg * k;
             let len = k.min(t_len - s0);
-            if plastic && seg + 1 != nseg {
-                ws.arena[..plen].copy_from_slice(&ws.ckpt[seg * plen..(seg + 1) * plen]);
+            if plastic && (seg + 1 != nseg || regenerate_all) {
+                if seg == 0 {
+                    ws.arena[..plen].fill(F::zero()); // P_0, the first checkpoint
+                } else {
+                    ws.arena[..plen].copy_from_slice(&ws.ckpt[seg * plen..(seg + 1) * plen]);
+                }
                 self.regenerate(ep, b, ws, s0, len);
             }
             for t in (s0..s0 + len).rev() {
@@ -259,18 +270,18 @@ impl<F: Float> Pass<'_, F> {
                 let (h_prev, c_prev) = if t == 0 {
                     (&ws.zeros[..dims.h], &ws.zeros[..dims.h])
                 } else {
-                    let pv = StepView::at(&ws.rec, &ws.scalars, dims, t - 1);
+                    let pv = StepView::at(ws.rec, ws.scalars, dims, t - 1);
                     (pv.h(), pv.c())
                 };
                 let step = StepInputs {
                     t,
-                    v: StepView::at(&ws.rec, &ws.scalars, dims, t),
+                    v: StepView::at(ws.rec, ws.scalars, dims, t),
                     x: ep.x(b, t),
                     h_prev,
                     c_prev,
                     p_t: plastic.then(|| &ws.arena[(t - s0) * plen..(t - s0 + 1) * plen]),
                 };
-                let bs = &mut ws.b;
+                let bs = &mut *ws.b;
                 bs.zero_step();
                 total += self.seed_output_adjoint(ep, b, &step, seed, bs);
                 if let Some(p_t) = step.p_t {
@@ -284,7 +295,7 @@ impl<F: Float> Pass<'_, F> {
                             )
                         };
                         self.update_backward(
-                            &step, p_t, kappa, &mut carry, earlier, &mut ws.dp, sinks.grad, bs,
+                            &step, p_t, kappa, &mut carry, earlier, ws.dp, sinks.grad, bs,
                         )
                     } else {
                         (F::zero(), F::zero())

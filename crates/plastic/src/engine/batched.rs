@@ -76,7 +76,7 @@ impl Dims {
 }
 
 /// The recorded quantities, one `(B, T, len)` buffer each (empty when not needed).
-struct Records<F> {
+pub(super) struct Records<F> {
     /// Input-layer output `u` (with an input layer; otherwise `u` is the input itself).
     u: Vec<F>,
     /// Cell activations (`relu(z)` or the gates `[i, f, g, o]`).
@@ -100,6 +100,31 @@ struct Records<F> {
     dhn: Vec<F>,
     /// The loss term of every episode and step.
     loss: Vec<F>,
+}
+
+impl<F> Records<F> {
+    /// The values the buffers hold.
+    pub(super) fn capacity(&self) -> usize {
+        [
+            &self.u,
+            &self.act,
+            &self.c,
+            &self.tc,
+            &self.hr,
+            &self.ln,
+            &self.hn,
+            &self.hprev,
+            &self.y,
+            &self.dy,
+            &self.dz,
+            &self.dain,
+            &self.dhn,
+            &self.loss,
+        ]
+        .iter()
+        .map(|v| v.capacity())
+        .sum()
+    }
 }
 
 /// One chunk's rows of every record.
@@ -495,7 +520,7 @@ impl<F: Float> Engine<F> {
         }
     }
 
-    fn return_records(&self, r: Records<F>) {
+    pub(super) fn return_records(&self, r: Records<F>) {
         self.return_buffers([
             r.u, r.act, r.c, r.tc, r.hr, r.ln, r.hn, r.hprev, r.y, r.dy, r.dz, r.dain, r.dhn,
             r.loss,
@@ -569,54 +594,36 @@ impl<F: Float> Engine<F> {
         ep: &Episodes<F>,
         loss: Loss,
     ) -> Forward<F> {
+        let (f, rec) = self.forward_batched_records(net, ep, loss, false);
+        self.return_records(rec);
+        f
+    }
+
+    /// [`Engine::forward_with_tape`] of a network without plastic weights: the forward
+    /// pass and its records, with the buffers the backward pass writes.
+    pub(super) fn forward_batched_recorded(
+        &self,
+        net: &Network<F>,
+        ep: &Episodes<F>,
+        loss: Loss,
+    ) -> (Forward<F>, Records<F>) {
+        self.forward_batched_records(net, ep, loss, true)
+    }
+
+    fn forward_batched_records(
+        &self,
+        net: &Network<F>,
+        ep: &Episodes<F>,
+        loss: Loss,
+        train: bool,
+    ) -> (Forward<F>, Records<F>) {
         let d = Dims::new(net, ep);
         let pass = Batch { net, ep, d };
-        let mut rec = self.batched_records(&d, false);
+        let mut rec = self.batched_records(&d, train);
         let l = net.layout().layer(LayerId::Out);
         let w_out_t = transpose(net.w(LayerId::Out), l.rows, l.cols);
         self.for_chunks(&d, &mut rec, &mut [], |ch, s| pass.forward(ch, s, &w_out_t));
-        let (bsz, tl, o) = (d.b, d.t, d.o);
-        let cfg = net.config();
-        let two = F::one() + F::one();
-        let inv_bd = F::one() / F::of((bsz * d.d) as f64);
-        let scale = F::one() / F::of((bsz * (tl - ep.test_begin)) as f64);
-        let s = net.out_weight();
-        let mut f = Forward {
-            outputs: vec![F::zero(); bsz * tl * o],
-            plasticity_rate: vec![F::zero(); bsz * tl],
-            applied_rate: vec![F::zero(); bsz * tl],
-            decay_rate: vec![F::zero(); bsz * tl],
-            update_norm: vec![F::zero(); bsz * tl],
-            plastic_norm: vec![F::zero(); bsz * tl],
-            inner_loss: vec![F::zero(); tl],
-            loss: F::zero(),
-        };
-        let mut grad = vec![F::zero(); o];
-        for b in 0..bsz {
-            for t in 0..tl {
-                let row = b * tl + t;
-                let y = &rec.y[row * d.d..(row + 1) * d.d];
-                f.outputs[row * o..(row + 1) * o].copy_from_slice(&y[..o]);
-                // the rates and the inner loss of docs/algorithm.md §2.1, as diagnostics
-                let inner: F =
-                    y.iter().zip(s).map(|(&y, &s)| (y * s) * (y * s)).sum::<F>() * inv_bd;
-                let (eta0, lam) = if cfg.modulation {
-                    let sig = cell::sigmoid(y[d.d - 1]);
-                    (F::of(cfg.p_lr) * two * sig, F::of(cfg.p_wd) * two * sig)
-                } else {
-                    (F::of(cfg.p_lr), F::of(cfg.p_wd))
-                };
-                f.plasticity_rate[row] = eta0;
-                f.applied_rate[row] = eta0;
-                f.decay_rate[row] = lam;
-                f.inner_loss[t] += inner;
-                if t >= ep.test_begin {
-                    f.loss += step_loss(loss, &y[..o], ep.y(b, t), scale, &mut grad);
-                }
-            }
-        }
-        self.return_records(rec);
-        f
+        (diagnostics(net, ep, &d, &rec, loss), rec)
     }
 
     /// The backward pass of a network without plastic weights, batched (see the module
@@ -630,76 +637,166 @@ impl<F: Float> Engine<F> {
     ) -> Gradient<F> {
         let d = Dims::new(net, ep);
         let pass = Batch { net, ep, d };
-        let lay = net.layout();
-        let wt = {
-            let t = |id: LayerId| {
-                let l = lay.layer(id);
-                transpose(net.w(id), l.rows, l.cols)
-            };
-            Transposes {
-                w_out: t(LayerId::Out),
-                w_h: t(LayerId::RecH),
-                w_i: t(LayerId::RecI),
-                w_in: if d.input_layer {
-                    t(LayerId::In)
-                } else {
-                    Vec::new()
-                },
-            }
-        };
+        let wt = transposes(net, &d);
         let mut rec = self.batched_records(&d, true);
         let mut input_grads = vec![F::zero(); if request.inputs { d.b * d.t * d.i } else { 0 }];
         self.for_chunks(&d, &mut rec, &mut input_grads, |ch, s| {
             pass.forward(ch, s, &wt.w_out);
             pass.backward(ch, s, seed, &wt, request.inputs);
         });
-        let mut grads = vec![F::zero(); lay.len()];
-        let bt = d.b * d.t;
-        // dW = Σ over episodes and steps of pre ⊗ da: one fixed-order GEMM per layer
-        let u: &[F] = if d.input_layer { &rec.u } else { &ep.input };
-        let terms: [(LayerId, &[F], &[F]); 4] = [
-            (LayerId::In, &ep.input, &rec.dain),
-            (LayerId::RecH, &rec.hprev, &rec.dz),
-            (LayerId::RecI, u, &rec.dz),
-            (LayerId::Out, &rec.hn, &rec.dy),
-        ];
-        for (id, pre, da) in terms {
-            let l = *lay.layer(id);
-            if l.w_len() == 0 {
-                continue;
-            }
-            let dw = &mut grads[l.w..l.w + l.w_len()];
-            if l.cols < 16 {
-                // a narrow layer (the output layer): dWᵀ = daᵀ·pre has full-width tiles;
-                // the same products summed in the same order, so the same bits
-                let mut dwt = vec![F::zero(); l.w_len()];
-                gemm_at_b(&mut dwt, da, pre, l.cols, l.rows, bt);
-                dw.copy_from_slice(&transpose(&dwt, l.cols, l.rows));
-            } else {
-                gemm_at_b(dw, pre, da, l.rows, l.cols, bt);
-            }
-            // the bias: Σ da over episodes and steps, in that order
-            column_sums(&mut grads[l.b..l.b + l.cols], da, l.cols);
-        }
-        if let (Some((go, bo)), true) = (lay.layernorm, d.ln) {
-            // dγ = Σ dhn ⊙ x̂, dβ = Σ dhn, with x̂ = (hr − μ)·r
-            for row in 0..bt {
-                let (mu, rstd) = (rec.ln[2 * row], rec.ln[2 * row + 1]);
-                let hr = &rec.hr[row * d.h..(row + 1) * d.h];
-                let dhn = &rec.dhn[row * d.h..(row + 1) * d.h];
-                for k in 0..d.h {
-                    grads[go + k] += dhn[k] * (hr[k] - mu) * rstd;
-                    grads[bo + k] += dhn[k];
-                }
-            }
-        }
-        let loss = rec.loss.iter().fold(F::zero(), |a, &b| a + b);
+        let g = gradient(net, ep, &d, &rec, input_grads, request);
         self.return_records(rec);
-        Gradient {
-            loss,
-            grads,
-            input_grads: request.inputs.then_some(input_grads),
+        g
+    }
+
+    /// [`Engine::vjp_with_tape`] of a network without plastic weights: the backward pass
+    /// over the records of [`Self::forward_batched_recorded`] (it overwrites only the
+    /// adjoints, so the records may be used again).
+    pub(super) fn vjp_batched_recorded(
+        &self,
+        net: &Network<F>,
+        ep: &Episodes<F>,
+        rec: &mut Records<F>,
+        seed: Seed<'_, F>,
+        request: GradRequest,
+    ) -> Gradient<F> {
+        let d = Dims::new(net, ep);
+        let pass = Batch { net, ep, d };
+        let wt = transposes(net, &d);
+        let mut input_grads = vec![F::zero(); if request.inputs { d.b * d.t * d.i } else { 0 }];
+        self.for_chunks(&d, rec, &mut input_grads, |ch, s| {
+            pass.backward(ch, s, seed, &wt, request.inputs);
+        });
+        gradient(net, ep, &d, rec, input_grads, request)
+    }
+}
+
+/// The transposes of the weight matrices of `net`.
+fn transposes<F: Float>(net: &Network<F>, d: &Dims) -> Transposes<F> {
+    let lay = net.layout();
+    let t = |id: LayerId| {
+        let l = lay.layer(id);
+        transpose(net.w(id), l.rows, l.cols)
+    };
+    Transposes {
+        w_out: t(LayerId::Out),
+        w_h: t(LayerId::RecH),
+        w_i: t(LayerId::RecI),
+        w_in: if d.input_layer {
+            t(LayerId::In)
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The forward pass's diagnostics from its records: the outputs, the episode loss, and
+/// the rates and inner loss of docs/algorithm.md §2.1 as the per-episode path reports them.
+fn diagnostics<F: Float>(
+    net: &Network<F>,
+    ep: &Episodes<F>,
+    d: &Dims,
+    rec: &Records<F>,
+    loss: Loss,
+) -> Forward<F> {
+    let (bsz, tl, o) = (d.b, d.t, d.o);
+    let cfg = net.config();
+    let two = F::one() + F::one();
+    let inv_bd = F::one() / F::of((bsz * d.d) as f64);
+    let scale = F::one() / F::of((bsz * (tl - ep.test_begin)) as f64);
+    let s = net.out_weight();
+    let mut f = Forward {
+        outputs: vec![F::zero(); bsz * tl * o],
+        plasticity_rate: vec![F::zero(); bsz * tl],
+        applied_rate: vec![F::zero(); bsz * tl],
+        decay_rate: vec![F::zero(); bsz * tl],
+        update_norm: vec![F::zero(); bsz * tl],
+        plastic_norm: vec![F::zero(); bsz * tl],
+        inner_loss: vec![F::zero(); tl],
+        loss: F::zero(),
+    };
+    let mut grad = vec![F::zero(); o];
+    for b in 0..bsz {
+        for t in 0..tl {
+            let row = b * tl + t;
+            let y = &rec.y[row * d.d..(row + 1) * d.d];
+            f.outputs[row * o..(row + 1) * o].copy_from_slice(&y[..o]);
+            // the rates and the inner loss of docs/algorithm.md §2.1, as diagnostics
+            let inner: F = y.iter().zip(s).map(|(&y, &s)| (y * s) * (y * s)).sum::<F>() * inv_bd;
+            let (eta0, lam) = if cfg.modulation {
+                let sig = cell::sigmoid(y[d.d - 1]);
+                (F::of(cfg.p_lr) * two * sig, F::of(cfg.p_wd) * two * sig)
+            } else {
+                (F::of(cfg.p_lr), F::of(cfg.p_wd))
+            };
+            f.plasticity_rate[row] = eta0;
+            f.applied_rate[row] = eta0;
+            f.decay_rate[row] = lam;
+            f.inner_loss[t] += inner;
+            if t >= ep.test_begin {
+                f.loss += step_loss(loss, &y[..o], ep.y(b, t), scale, &mut grad);
+            }
         }
+    }
+    f
+}
+
+/// The gradient from the records of a backward pass: the weight gradients as one
+/// fixed-order GEMM per layer, the biases, LayerNorm's parameters and the loss.
+fn gradient<F: Float>(
+    net: &Network<F>,
+    ep: &Episodes<F>,
+    d: &Dims,
+    rec: &Records<F>,
+    input_grads: Vec<F>,
+    request: GradRequest,
+) -> Gradient<F> {
+    let lay = net.layout();
+    let mut grads = vec![F::zero(); lay.len()];
+    let bt = d.b * d.t;
+    // dW = Σ over episodes and steps of pre ⊗ da: one fixed-order GEMM per layer
+    let u: &[F] = if d.input_layer { &rec.u } else { &ep.input };
+    let terms: [(LayerId, &[F], &[F]); 4] = [
+        (LayerId::In, &ep.input, &rec.dain),
+        (LayerId::RecH, &rec.hprev, &rec.dz),
+        (LayerId::RecI, u, &rec.dz),
+        (LayerId::Out, &rec.hn, &rec.dy),
+    ];
+    for (id, pre, da) in terms {
+        let l = *lay.layer(id);
+        if l.w_len() == 0 {
+            continue;
+        }
+        let dw = &mut grads[l.w..l.w + l.w_len()];
+        if l.cols < 16 {
+            // a narrow layer (the output layer): dWᵀ = daᵀ·pre has full-width tiles;
+            // the same products summed in the same order, so the same bits
+            let mut dwt = vec![F::zero(); l.w_len()];
+            gemm_at_b(&mut dwt, da, pre, l.cols, l.rows, bt);
+            dw.copy_from_slice(&transpose(&dwt, l.cols, l.rows));
+        } else {
+            gemm_at_b(dw, pre, da, l.rows, l.cols, bt);
+        }
+        // the bias: Σ da over episodes and steps, in that order
+        column_sums(&mut grads[l.b..l.b + l.cols], da, l.cols);
+    }
+    if let (Some((go, bo)), true) = (lay.layernorm, d.ln) {
+        // dγ = Σ dhn ⊙ x̂, dβ = Σ dhn, with x̂ = (hr − μ)·r
+        for row in 0..bt {
+            let (mu, rstd) = (rec.ln[2 * row], rec.ln[2 * row + 1]);
+            let hr = &rec.hr[row * d.h..(row + 1) * d.h];
+            let dhn = &rec.dhn[row * d.h..(row + 1) * d.h];
+            for k in 0..d.h {
+                grads[go + k] += dhn[k] * (hr[k] - mu) * rstd;
+                grads[bo + k] += dhn[k];
+            }
+        }
+    }
+    let loss = rec.loss.iter().fold(F::zero(), |a, &b| a + b);
+    Gradient {
+        loss,
+        grads,
+        input_grads: request.inputs.then_some(input_grads),
     }
 }
 

@@ -3,7 +3,7 @@
 //! plastic weights of a segment from its checkpoint.
 
 use super::record::{Field, StepMut, StepView};
-use super::{resize, signal, Pass, Workspace};
+use super::{resize, signal, EpisodeState, Pass};
 use crate::cell;
 use crate::episode::Episodes;
 use crate::float::Float;
@@ -345,14 +345,16 @@ impl<F: Float> Pass<'_, F> {
         }
     }
 
-    /// Runs the forward pass of one episode, recording every step into `ws`. With `train`,
-    /// snapshots/checkpoints of `P` are kept for the backward pass; otherwise the plastic
-    /// norm after each step is written to `plastic_norm`.
+    /// Runs the forward pass of one episode, recording every step into `ws` (sized by
+    /// [`Pass::record_sizes`] for `train`). With `train`, snapshots/checkpoints of `P` are
+    /// kept for the backward pass. The norm of the plastic weights after each step is
+    /// written to `plastic_norm` unless it is empty (in training, where `P_T` is not kept,
+    /// `P_T` is computed into the scratch for its norm).
     pub(super) fn run_forward(
         &self,
         ep: &Episodes<F>,
         b: usize,
-        ws: &mut Workspace<F>,
+        ws: &mut EpisodeState<'_, F>,
         train: bool,
         plastic_norm: &mut [F],
     ) {
@@ -361,26 +363,20 @@ impl<F: Float> Pass<'_, F> {
         let t_len = ep.steps;
         let plen = self.layout().plastic_len;
         let plastic = plen > 0;
+        let norms = !plastic_norm.is_empty();
         let inv_bd = F::one() / F::of((ep.batch * dims.d) as f64);
-        resize(&mut ws.rec, t_len * stride);
-        ws.scalars.clear();
-        ws.scalars.resize(t_len, Default::default());
-        resize(&mut ws.zeros, dims.h);
-        let k = if train { self.segment_len(t_len) } else { 1 };
-        let nseg = t_len.div_ceil(k);
-        // arena: k slots of P in training (slot t − s0 holds P_t), two ping-pong slots otherwise
-        let slots = if train { k } else { 2 };
+        debug_assert_eq!(ws.rec.len(), t_len * stride);
+        ws.rec.fill(F::zero());
+        ws.scalars.fill(Default::default());
+        resize(ws.zeros, dims.h);
+        // segments of k steps in training, checkpointed at their first step
+        let k = if train { ws.seg_len } else { 1 };
+        // the slots of P in the arena (sized by the caller): k in training (slot t − s0
+        // holds P_t for the backward pass), or two when only the checkpoints are kept (a
+        // tape's forward pass, docs/algorithm.md §8); two ping-pong slots otherwise
+        let ring = if plastic { ws.arena.len() / plen } else { 1 };
+        debug_assert!(ring == k || ring == 2);
         // only P_0 must start at zero; every other slot is written before it is read
-        ws.arena
-            .resize(if plastic { slots * plen } else { 0 }, F::zero());
-        ws.ckpt.resize(
-            if plastic && train && nseg > 1 {
-                nseg * plen
-            } else {
-                0
-            },
-            F::zero(),
-        );
         if plastic {
             ws.arena[..plen].fill(F::zero());
         }
@@ -401,7 +397,7 @@ impl<F: Float> Pass<'_, F> {
                 (pv.h(), pv.c())
             };
             let x = ep.x(b, t);
-            let slot = if train { t % k } else { t % 2 };
+            let slot = if train { t % ring } else { t % 2 };
             let mut rm = StepMut::new(cur, &mut scur[0], dims);
             if !plastic {
                 self.forward_step(x, h_prev, c_prev, None, None, &mut rm, inv_bd);
@@ -409,7 +405,7 @@ impl<F: Float> Pass<'_, F> {
             }
             if pending {
                 // P_t's recurrent matrices come from P_{t−1} (slot of t − 1) here
-                let (src, dst) = two_slots(&mut ws.arena, plen, (t - 1) % k, slot);
+                let (src, dst) = two_slots(ws.arena, plen, (t - 1) % ring, slot);
                 let h_pp = if t >= 2 {
                     StepView::at(prev, sprev, dims, t - 2).h()
                 } else {
@@ -422,10 +418,16 @@ impl<F: Float> Pass<'_, F> {
                     view: StepView::at(prev, sprev, dims, t - 1),
                 };
                 self.forward_step(x, h_prev, c_prev, Some(dst), Some(&fused), &mut rm, inv_bd);
-                if slot == 0 {
+                if t % k == 0 {
                     // segment boundary: P_t is complete now; keep it as the checkpoint
                     let seg = t / k;
-                    ws.ckpt[seg * plen..(seg + 1) * plen].copy_from_slice(&ws.arena[..plen]);
+                    let p_t = &ws.arena[slot * plen..(slot + 1) * plen];
+                    ws.ckpt[seg * plen..(seg + 1) * plen].copy_from_slice(p_t);
+                }
+                if norms {
+                    // P_t is complete now: the norm after step t − 1's update
+                    let p_t = &ws.arena[slot * plen..(slot + 1) * plen];
+                    plastic_norm[t - 1] = kernels::sq_norm(p_t).sqrt();
                 }
                 pending = false;
             } else {
@@ -435,13 +437,20 @@ impl<F: Float> Pass<'_, F> {
             let view = StepView::at(&*cur, &*scur, dims, 0);
             if train {
                 if t + 1 == t_len {
-                    break; // P_T is never used
+                    // P_T is never used by the backward pass; only its norm is asked for
+                    if norms {
+                        resize(ws.dp, plen);
+                        let src = &ws.arena[slot * plen..(slot + 1) * plen];
+                        self.update(x, h_prev, &view, src, ws.dp, false);
+                        plastic_norm[t] = kernels::sq_norm(ws.dp).sqrt();
+                    }
+                    break;
                 }
-                let (src, dst) = two_slots(&mut ws.arena, plen, slot, (t + 1) % k);
+                let (src, dst) = two_slots(ws.arena, plen, slot, (t + 1) % ring);
                 self.update(x, h_prev, &view, src, dst, true);
                 pending = true;
             } else {
-                let (src, dst) = two_slots(&mut ws.arena, plen, slot, 1 - slot);
+                let (src, dst) = two_slots(ws.arena, plen, slot, 1 - slot);
                 self.update(x, h_prev, &view, src, dst, false);
                 plastic_norm[t] = kernels::sq_norm(dst).sqrt();
             }
@@ -453,7 +462,7 @@ impl<F: Float> Pass<'_, F> {
         &self,
         ep: &Episodes<F>,
         b: usize,
-        ws: &mut Workspace<F>,
+        ws: &mut EpisodeState<'_, F>,
         s0: usize,
         len: usize,
     ) {
@@ -464,9 +473,9 @@ impl<F: Float> Pass<'_, F> {
             let h_prev = if t == 0 {
                 &ws.zeros[..]
             } else {
-                StepView::at(&ws.rec, &ws.scalars, dims, t - 1).h()
+                StepView::at(ws.rec, ws.scalars, dims, t - 1).h()
             };
-            let view = StepView::at(&ws.rec, &ws.scalars, dims, t);
+            let view = StepView::at(ws.rec, ws.scalars, dims, t);
             let (lo, hi) = ws.arena.split_at_mut((j + 1) * plen);
             self.update(
                 ep.x(b, t),

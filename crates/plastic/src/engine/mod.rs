@@ -5,7 +5,9 @@
 //! A [`Network`] is plain data (configuration, layout, parameters); an [`Engine`] owns the
 //! scratch memory (per-episode workspaces and the large reusable buffers) and computes
 //! [`Engine::forward`], [`Engine::loss_and_grad`] and [`Engine::vjp`] for any network given
-//! to it. `Network::forward`, `Network::loss_and_grad`, `Network::loss_and_grad_with` and
+//! to it; [`Engine::forward_with_tape`] and [`Engine::vjp_with_tape`] split a VJP in two,
+//! the forward pass keeping its records in a [`Tape`] for the backward pass (for autograd
+//! frameworks, whose backward comes after a loss computed elsewhere). `Network::forward`, `Network::loss_and_grad`, `Network::loss_and_grad_with` and
 //! `Network::vjp` (defined in this module, so that `network.rs` does not depend on the
 //! engine) are shorthands that use a process-wide engine per float type
 //! ([`Engine::shared`]).
@@ -48,6 +50,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
+use crate::config::NetworkConfig;
 use crate::episode::{step_loss, Episodes, Loss};
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -101,6 +104,153 @@ pub struct GradRequest {
     pub inputs: bool,
 }
 
+/// The records of one forward pass over a batch, kept for its backward pass
+/// ([`Engine::forward_with_tape`], then [`Engine::vjp_with_tape`]; docs/algorithm.md §7.8,
+/// §8): per episode, the vectors and scalars of every step and, for long episodes, the
+/// checkpoints of the plastic weights (the backward pass regenerates the rest), or the
+/// batched records of a network without plastic weights; and a copy of the episodes. An
+/// owned value: it does not borrow the engine, and several may be outstanding at once.
+pub struct Tape<F: Float> {
+    /// The configuration of the network that recorded it.
+    config: NetworkConfig,
+    /// A fingerprint of that network's parameters (see [`params_fingerprint`]).
+    params: u64,
+    episodes: Episodes<F>,
+    records: TapeRecords<F>,
+}
+
+/// What a [`Tape`] holds, by the route the network takes.
+enum TapeRecords<F: Float> {
+    /// Every episode's records and checkpoints, one after the other in `data` (each
+    /// `sizes.rec + sizes.ckpt` values) and `scalars` (`T` each).
+    PerEpisode {
+        data: Vec<F>,
+        scalars: Vec<Scalars<F>>,
+        sizes: RecordSizes,
+    },
+    /// A network without plastic weights: the batched pass's records.
+    Batched(Box<batched::Records<F>>),
+}
+
+impl<F: Float> Tape<F> {
+    /// B, the number of episodes recorded.
+    pub fn batch(&self) -> usize {
+        self.episodes.batch
+    }
+
+    /// T, the number of steps of each episode.
+    pub fn steps(&self) -> usize {
+        self.episodes.steps
+    }
+
+    /// The memory the tape holds, in bytes.
+    pub fn bytes(&self) -> usize {
+        let f = std::mem::size_of::<F>();
+        let records = match &self.records {
+            TapeRecords::PerEpisode { data, scalars, .. } => {
+                data.capacity() * f + scalars.capacity() * std::mem::size_of::<Scalars<F>>()
+            }
+            TapeRecords::Batched(rec) => rec.capacity() * f,
+        };
+        let ep = &self.episodes;
+        records + (ep.input.capacity() + ep.target.capacity()) * f
+    }
+
+    /// Whether `net` is the network this tape was recorded with: same configuration
+    /// (else the error lists the keys that differ) and same parameters.
+    fn check_network(&self, net: &Network<F>) -> Result<()> {
+        if net.config() != &self.config {
+            let table = |c: &NetworkConfig| toml::Table::try_from(c).unwrap_or_default();
+            let (rec, given) = (table(&self.config), table(net.config()));
+            let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+            let mut keys: Vec<&String> = rec.keys().chain(given.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            let diffs: Vec<String> = keys
+                .into_iter()
+                .filter(|k| rec.get(*k) != given.get(*k))
+                .map(|k| {
+                    format!(
+                        "{k} = {} (tape) vs {} (network)",
+                        show(rec.get(k)),
+                        show(given.get(k))
+                    )
+                })
+                .collect();
+            return Err(Error::Data(format!(
+                "this tape was recorded by a network of another configuration ({}); use it with \
+                 the network that recorded it",
+                diffs.join(", ")
+            )));
+        }
+        if params_fingerprint(net.params()) != self.params {
+            return Err(Error::Data(
+                "the network's parameters changed since the forward pass that recorded this \
+                 tape; its backward pass needs the same parameters (run forward_with_tape \
+                 again after changing them)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<F: Float> std::fmt::Debug for Tape<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tape")
+            .field("batch", &self.batch())
+            .field("steps", &self.steps())
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fingerprint of a parameter buffer's bits (FNV-1a over the values): a tape's backward
+/// pass refuses a network whose parameters changed since the forward pass.
+fn params_fingerprint<F: Float>(params: &[F]) -> u64 {
+    params.iter().fold(0xcbf2_9ce4_8422_2325, |h, v| {
+        (h ^ v.f64().to_bits()).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Splits a tape's buffers into every episode's part.
+fn episode_records<'a, F: Float>(
+    data: &'a mut [F],
+    scalars: &'a mut [Scalars<F>],
+    sizes: &RecordSizes,
+) -> Vec<Option<Taped<'a, F>>> {
+    let per = sizes.rec + sizes.ckpt;
+    data.chunks_mut(per)
+        .zip(scalars.chunks_mut(sizes.steps))
+        .map(|(d, sc)| {
+            let (rec, ckpt) = d.split_at_mut(sizes.rec);
+            Some(Taped {
+                rec,
+                scalars: sc,
+                ckpt,
+            })
+        })
+        .collect()
+}
+
+/// Checks an output adjoint against the episodes: (B, T, O) values, all finite.
+fn check_d_outputs<F: Float>(ep: &Episodes<F>, d_outputs: &[F]) -> Result<()> {
+    let n = ep.batch * ep.steps * ep.output_size;
+    if d_outputs.len() != n {
+        return Err(Error::Data(format!(
+            "d_outputs has {} values, expected B·T·O = {}·{}·{} = {n}",
+            d_outputs.len(),
+            ep.batch,
+            ep.steps,
+            ep.output_size
+        )));
+    }
+    if d_outputs.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Data("d_outputs contains NaN or infinity".into()));
+    }
+    Ok(())
+}
+
 /// Where the backward pass's adjoint of the outputs comes from.
 #[derive(Debug, Clone, Copy)]
 enum Seed<'a, F> {
@@ -110,7 +260,8 @@ enum Seed<'a, F> {
     OutputAdjoint(&'a [F]),
 }
 
-/// Scratch space one episode needs; pooled and reused across calls.
+/// Scratch space one episode needs; pooled and reused across calls: its own records (for
+/// a forward and backward run back to back) and the backward pass's scratch.
 #[derive(Default)]
 struct Workspace<F> {
     /// The per-step vector records, (T, stride).
@@ -121,11 +272,88 @@ struct Workspace<F> {
     arena: Vec<F>,
     /// Checkpoints of `P` at segment starts.
     ckpt: Vec<F>,
-    /// The adjoint of the plastic weights.
+    scratch: EpisodeScratch<F>,
+}
+
+/// What one episode's passes need besides its records.
+#[derive(Default)]
+struct EpisodeScratch<F> {
+    /// The adjoint of the plastic weights (the backward pass); `P_T` when a recorded
+    /// forward pass reports the norm of the plastic weights.
     dp: Vec<F>,
     /// `h_0 = c_0 = 0`.
     zeros: Vec<F>,
     b: BackScratch<F>,
+}
+
+/// The sizes of one episode's records (docs/algorithm.md §8): the vectors and scalars of
+/// every step, the slots that hold `P_t`, and the checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordSizes {
+    steps: usize,
+    rec: usize,
+    arena: usize,
+    ckpt: usize,
+    /// The segment length `k` (training: `T` with snapshots, ≈ √T with checkpoints).
+    seg_len: usize,
+}
+
+/// One episode's part of a [`Tape`]: what its backward pass reads besides the plastic
+/// weights of the current segment, which it regenerates (docs/algorithm.md §8).
+struct Taped<'a, F> {
+    rec: &'a mut [F],
+    scalars: &'a mut [Scalars<F>],
+    ckpt: &'a mut [F],
+}
+
+/// Everything one episode's forward and backward pass work on: its records (a pooled
+/// workspace's or a [`Tape`]'s), the slots of `P` and the scratch.
+struct EpisodeState<'a, F> {
+    rec: &'a mut [F],
+    scalars: &'a mut [Scalars<F>],
+    arena: &'a mut [F],
+    ckpt: &'a mut [F],
+    seg_len: usize,
+    dp: &'a mut Vec<F>,
+    zeros: &'a mut Vec<F>,
+    b: &'a mut BackScratch<F>,
+}
+
+impl<F: Float> Workspace<F> {
+    /// The state of an episode sized for `sizes`: recorded in this workspace, or in
+    /// `taped`, a tape's part (the slots of `P` are always this workspace's).
+    fn state<'a>(
+        &'a mut self,
+        sizes: &RecordSizes,
+        taped: Option<Taped<'a, F>>,
+    ) -> EpisodeState<'a, F> {
+        // every element is written by the forward pass before it is read (slot 0 and the
+        // first checkpoint are zeroed there)
+        self.arena.resize(sizes.arena, F::zero());
+        let t = match taped {
+            Some(t) => t,
+            None => {
+                self.rec.resize(sizes.rec, F::zero());
+                self.scalars.resize(sizes.steps, Default::default());
+                self.ckpt.resize(sizes.ckpt, F::zero());
+                Taped {
+                    rec: &mut self.rec,
+                    scalars: &mut self.scalars,
+                    ckpt: &mut self.ckpt,
+                }
+            }
+        };
+        EpisodeState {
+            rec: t.rec,
+            scalars: t.scalars,
+            arena: &mut self.arena,
+            ckpt: t.ckpt,
+            seg_len: sizes.seg_len,
+            dp: &mut self.scratch.dp,
+            zeros: &mut self.scratch.zeros,
+            b: &mut self.scratch.b,
+        }
+    }
 }
 
 /// The CPU engine: scratch memory reused across calls (so that a training step does not
@@ -137,6 +365,8 @@ pub struct Engine<F: Float> {
     buffers: Mutex<Vec<Vec<F>>>,
     /// Whether networks without plastic weights take the batched path (`batched.rs`).
     batched: bool,
+    /// The buffer of one recycled [`Tape`] ([`Engine::recycle_tape`]).
+    spare_tape: Mutex<Option<Vec<F>>>,
 }
 
 impl<F: Float> Default for Engine<F> {
@@ -172,7 +402,7 @@ impl<'a, F: Float> Pass<'a, F> {
         }
     }
 
-    /// Segment length for the snapshots of an episode of `t` steps.
+    /// Segment length for the snapshots of an episode of `t` steps (docs/algorithm.md §8).
     fn segment_len(&self, t: usize) -> usize {
         let plen = self.layout().plastic_len.max(1);
         let slots = self.snapshot_budget() / (plen * std::mem::size_of::<F>());
@@ -180,6 +410,29 @@ impl<'a, F: Float> Pass<'a, F> {
             t
         } else {
             ((t as f64).sqrt().ceil() as usize).clamp(1, t)
+        }
+    }
+
+    /// The sizes of one episode's records for `t` steps: in training (`train`), what the
+    /// backward pass needs (all `T` snapshots of `P` when they fit the snapshot budget,
+    /// else `k` slots and the checkpoints, docs/algorithm.md §8); otherwise two alternating
+    /// slots of `P`.
+    fn record_sizes(&self, t: usize, train: bool) -> RecordSizes {
+        let plen = self.layout().plastic_len;
+        let plastic = plen > 0;
+        let k = if train { self.segment_len(t) } else { 1 };
+        let nseg = t.div_ceil(k);
+        let slots = if train { k } else { 2 };
+        RecordSizes {
+            steps: t,
+            rec: t * self.dims.stride(),
+            arena: if plastic { slots * plen } else { 0 },
+            ckpt: if plastic && train && nseg > 1 {
+                nseg * plen
+            } else {
+                0
+            },
+            seg_len: k,
         }
     }
 
@@ -232,6 +485,7 @@ impl<F: Float> Engine<F> {
             pool: Mutex::new(Vec::new()),
             buffers: Mutex::new(Vec::new()),
             batched: true,
+            spare_tape: Mutex::new(None),
         }
     }
 
@@ -269,6 +523,7 @@ impl<F: Float> Engine<F> {
     pub fn release_memory(&self) {
         self.pool.lock().unwrap().clear();
         self.buffers.lock().unwrap().clear();
+        *self.spare_tape.lock().unwrap() = None;
     }
 
     fn take_workspace(&self) -> Workspace<F> {
@@ -312,6 +567,23 @@ impl<F: Float> Engine<F> {
             return Ok(self.forward_batched(net, ep, loss));
         }
         let pass = Pass::new(net);
+        let sizes = pass.record_sizes(ep.steps, false);
+        let mut records: Vec<Option<Taped<'_, F>>> = (0..ep.batch).map(|_| None).collect();
+        Ok(self.forward_episodes(&pass, ep, loss, &sizes, &mut records, false))
+    }
+
+    /// The forward pass of every episode, and its diagnostics. An episode with `Some`
+    /// records is recorded there (for a later backward pass, `train`), the others in a
+    /// pooled workspace.
+    fn forward_episodes(
+        &self,
+        pass: &Pass<'_, F>,
+        ep: &Episodes<F>,
+        loss: Loss,
+        sizes: &RecordSizes,
+        records: &mut [Option<Taped<'_, F>>],
+        train: bool,
+    ) -> Forward<F> {
         let (bsz, t_len, o) = (ep.batch, ep.steps, pass.dims.o);
         let chunk = chunk_size(bsz);
         let scale = F::one() / F::of((bsz * (t_len - ep.test_begin)) as f64);
@@ -320,19 +592,21 @@ impl<F: Float> Engine<F> {
         let mut out = vec![F::zero(); bsz * per];
         let losses: Vec<F> = out
             .par_chunks_mut(chunk * per)
+            .zip(records.par_chunks_mut(chunk))
             .enumerate()
-            .map(|(ci, block)| {
+            .map(|(ci, (block, recs))| {
                 let mut ws = self.take_workspace();
                 let mut lsum = F::zero();
                 let mut grad = vec![F::zero(); o];
-                for (j, e) in block.chunks_mut(per).enumerate() {
+                for (j, (e, r)) in block.chunks_mut(per).zip(recs.iter_mut()).enumerate() {
                     let b = ci * chunk + j;
                     let (outs, series) = e.split_at_mut(t_len * o);
                     let (head, pn) = series.split_at_mut(4 * t_len);
                     let (pn, inner) = pn.split_at_mut(t_len);
-                    pass.run_forward(ep, b, &mut ws, false, pn);
+                    let mut st = ws.state(sizes, r.take());
+                    pass.run_forward(ep, b, &mut st, train, pn);
                     for t in 0..t_len {
-                        let v = StepView::at(&ws.rec, &ws.scalars, &pass.dims, t);
+                        let v = StepView::at(st.rec, st.scalars, &pass.dims, t);
                         let y = v.y();
                         outs[t * o..(t + 1) * o].copy_from_slice(&y[..o]);
                         head[t] = v.s.eta0;
@@ -373,7 +647,7 @@ impl<F: Float> Engine<F> {
                 f.inner_loss[t] += s[5 * t_len + t];
             }
         }
-        Ok(f)
+        f
     }
 
     /// The episode loss and its exact gradient with respect to every parameter.
@@ -410,20 +684,145 @@ impl<F: Float> Engine<F> {
         d_outputs: &[F],
         request: GradRequest,
     ) -> Result<Gradient<F>> {
-        let n = ep.batch * ep.steps * ep.output_size;
-        if d_outputs.len() != n {
-            return Err(Error::Data(format!(
-                "d_outputs has {} values, expected B·T·O = {}·{}·{} = {n}",
-                d_outputs.len(),
-                ep.batch,
-                ep.steps,
-                ep.output_size
-            )));
-        }
-        if d_outputs.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Data("d_outputs contains NaN or infinity".into()));
-        }
+        check_d_outputs(ep, d_outputs)?;
         self.backward(net, ep, Seed::OutputAdjoint(d_outputs), request)
+    }
+
+    /// [`Self::forward`] that also keeps what the backward pass needs, for a later
+    /// [`Self::vjp_with_tape`] that does not run the forward pass again (docs/algorithm.md
+    /// §7.8, §8). The [`Forward`] is the same, bit for bit, as [`Self::forward`]'s.
+    ///
+    /// The [`Tape`] is an owned value, independent of the engine's scratch memory: any
+    /// number of tapes may be outstanding, and each may be read by any number of backward
+    /// passes. It holds every episode's per-step records (`O(T·H)`) and, for episodes whose
+    /// `T` snapshots of `P` do not fit the network's snapshot budget, the checkpoints that
+    /// [`Self::loss_and_grad`] keeps; not the `O(H²)` plastic weights of every step, which
+    /// the backward pass regenerates exactly in the engine's workspace, from `P_0 = 0` or
+    /// from the checkpoints (one update per step, no product or nonlinearity: cheaper than
+    /// writing them to memory and reading them back, and `B·T` times less memory). A
+    /// network without plastic weights keeps its batched records. [`Self::tape_bytes`]
+    /// tells the size in advance.
+    pub fn forward_with_tape(
+        &self,
+        net: &Network<F>,
+        ep: &Episodes<F>,
+        loss: Loss,
+    ) -> Result<(Forward<F>, Tape<F>)> {
+        check_episodes(net, ep)?;
+        let (forward, records) = if self.takes_batched(net) {
+            let (f, rec) = self.forward_batched_recorded(net, ep, loss);
+            (f, TapeRecords::Batched(Box::new(rec)))
+        } else {
+            let pass = Pass::new(net);
+            let sizes = pass.record_sizes(ep.steps, true);
+            let mut data = self.take_tape_buffer(ep.batch * (sizes.rec + sizes.ckpt));
+            let mut scalars = vec![Scalars::default(); ep.batch * ep.steps];
+            let mut records = episode_records(&mut data, &mut scalars, &sizes);
+            // the forward pass keeps only the checkpoints: two slots of P suffice
+            let plen = net.layout().plastic_len;
+            let forward_sizes = RecordSizes {
+                arena: sizes.arena.min(2 * plen),
+                ..sizes
+            };
+            let f = self.forward_episodes(&pass, ep, loss, &forward_sizes, &mut records, true);
+            drop(records);
+            let records = TapeRecords::PerEpisode {
+                data,
+                scalars,
+                sizes,
+            };
+            (f, records)
+        };
+        let tape = Tape {
+            config: net.config().clone(),
+            params: params_fingerprint(net.params()),
+            episodes: ep.clone(),
+            records,
+        };
+        Ok((forward, tape))
+    }
+
+    /// The vector-Jacobian product of [`Self::vjp`] from the records of
+    /// [`Self::forward_with_tape`]: the backward pass only, with the plastic weights
+    /// regenerated from the records (docs/algorithm.md §7, §7.8, §8), bit-identical to
+    /// [`Self::vjp`] on the same network and episodes.
+    ///
+    /// `net` must be the network the tape was recorded with, with the same parameters
+    /// (an error says what differs otherwise). The tape's records are only read (a
+    /// non-plastic network's tape also holds the buffers its adjoints are written to), so
+    /// it may be used again, with the same or another `d_outputs`. Against
+    /// [`Self::loss_and_grad`]'s backward pass, a plastic network's costs one update of the
+    /// plastic weights per step more (the regeneration).
+    pub fn vjp_with_tape(
+        &self,
+        net: &Network<F>,
+        tape: &mut Tape<F>,
+        d_outputs: &[F],
+        request: GradRequest,
+    ) -> Result<Gradient<F>> {
+        tape.check_network(net)?;
+        check_d_outputs(&tape.episodes, d_outputs)?;
+        let seed = Seed::OutputAdjoint(d_outputs);
+        let ep = &tape.episodes;
+        let g = match &mut tape.records {
+            TapeRecords::Batched(rec) => self.vjp_batched_recorded(net, ep, rec, seed, request),
+            TapeRecords::PerEpisode {
+                data,
+                scalars,
+                sizes,
+            } => {
+                let pass = Pass::new(net);
+                let mut records = episode_records(data, scalars, sizes);
+                self.backward_episodes(&pass, ep, seed, request, sizes, &mut records)
+            }
+        };
+        Ok(g)
+    }
+
+    /// The memory in bytes a [`Tape`] of `batch` episodes of `steps` steps of `net` takes
+    /// ([`Self::forward_with_tape`]), to check before recording one.
+    pub fn tape_bytes(&self, net: &Network<F>, batch: usize, steps: usize) -> usize {
+        let f = std::mem::size_of::<F>();
+        let c = net.config();
+        let episodes = batch * steps * (c.input_size + c.output_size) * f;
+        if self.takes_batched(net) {
+            let (h, gh, d) = (
+                c.hidden_size,
+                c.gates() * c.hidden_size,
+                c.full_output_size(),
+            );
+            // u, act, c, tanh c, h', LayerNorm, h, h_prev, y, dy, dz, da_in, dh, loss
+            let per_row = 2 * gh + 7 * h + 2 * d + 3;
+            return batch * steps * per_row * f + episodes;
+        }
+        let pass = Pass::new(net);
+        let sizes = pass.record_sizes(steps, true);
+        let per = (sizes.rec + sizes.ckpt) * f + steps * std::mem::size_of::<Scalars<F>>();
+        batch * per + episodes
+    }
+
+    /// Gives a tape's memory back to the engine, which keeps the buffer of one tape for
+    /// the next [`Self::forward_with_tape`] (so that a training loop does not map fresh
+    /// memory at every step; [`Self::release_memory`] frees it). Dropping a tape instead
+    /// frees its memory.
+    pub fn recycle_tape(&self, tape: Tape<F>) {
+        match tape.records {
+            TapeRecords::PerEpisode { data, .. } => *self.spare_tape.lock().unwrap() = Some(data),
+            TapeRecords::Batched(rec) => self.return_records(*rec),
+        }
+    }
+
+    /// A zeroed buffer of `n` values for a tape: the kept one if it is large enough.
+    fn take_tape_buffer(&self, n: usize) -> Vec<F> {
+        match self.spare_tape.lock().unwrap().take() {
+            Some(mut v) if v.capacity() >= n => {
+                // not zeroed: the forward pass writes every element before it is read
+                v.truncate(n);
+                v.resize(n, F::zero());
+                v
+            }
+            _ => vec![F::zero(); n],
+        }
     }
 
     /// The one backward pass: forward and backward of every episode, seeded by `seed`.
@@ -439,6 +838,25 @@ impl<F: Float> Engine<F> {
             return Ok(self.backward_batched(net, ep, seed, request));
         }
         let pass = Pass::new(net);
+        let sizes = pass.record_sizes(ep.steps, true);
+        let mut records: Vec<Option<Taped<'_, F>>> = (0..ep.batch).map(|_| None).collect();
+        Ok(self.backward_episodes(&pass, ep, seed, request, &sizes, &mut records))
+    }
+
+    /// The backward pass of every episode, seeded by `seed`: an episode with `Some`
+    /// records was recorded there by [`Self::forward_episodes`] (and its plastic weights
+    /// are regenerated from them); the others run forward first, in a pooled workspace.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_episodes(
+        &self,
+        pass: &Pass<'_, F>,
+        ep: &Episodes<F>,
+        seed: Seed<'_, F>,
+        request: GradRequest,
+        sizes: &RecordSizes,
+        records: &mut [Option<Taped<'_, F>>],
+    ) -> Gradient<F> {
+        let net = pass.net;
         let (bsz, t_len) = (ep.batch, ep.steps);
         let second = pass.dims.second_order;
         // rank-1 terms per layer and step: In 1, RecH 1, RecI 1(+1 with an input layer), Out 1(+1)
@@ -467,20 +885,26 @@ impl<F: Float> Engine<F> {
         let results: Vec<(F, Vec<F>)> = per_ep
             .par_chunks_mut(chunk)
             .zip(dx_per_ep.par_chunks_mut(chunk))
+            .zip(records.par_chunks_mut(chunk))
             .enumerate()
-            .map(|(ci, (eps, dxs))| {
+            .map(|(ci, ((eps, dxs), recs))| {
                 let mut ws = self.take_workspace();
                 let mut grad = self.take_buffer(nparams, true);
                 let mut lsum = F::zero();
-                for (j, (pairs, dx)) in eps.iter_mut().zip(dxs.iter_mut()).enumerate() {
+                let episodes = eps.iter_mut().zip(dxs.iter_mut()).zip(recs.iter_mut());
+                for (j, ((pairs, dx), r)) in episodes.enumerate() {
                     let b = ci * chunk + j;
-                    pass.run_forward(ep, b, &mut ws, true, &mut []);
+                    let recorded = r.is_some();
+                    let mut st = ws.state(sizes, r.take());
+                    if !recorded {
+                        pass.run_forward(ep, b, &mut st, true, &mut []);
+                    }
                     let mut sinks = Sinks {
                         grad: &mut grad,
                         pairs,
                         dx: request.inputs.then_some(&mut **dx),
                     };
-                    lsum += pass.run_backward(ep, b, seed, &mut ws, &mut sinks);
+                    lsum += pass.run_backward(ep, b, seed, &mut st, &mut sinks, recorded);
                     for p in pairs.iter_mut() {
                         p.finish();
                     }
@@ -515,11 +939,11 @@ impl<F: Float> Engine<F> {
         spent.extend(pre_bufs);
         spent.extend(da_bufs);
         self.return_buffers(spent);
-        Ok(Gradient {
+        Gradient {
             loss: total,
             grads,
             input_grads: request.inputs.then_some(input_grads),
-        })
+        }
     }
 }
 
@@ -609,6 +1033,22 @@ impl<F: Float> Network<F> {
         request: GradRequest,
     ) -> Result<Gradient<F>> {
         Engine::shared().vjp(self, ep, d_outputs, request)
+    }
+
+    /// The forward pass, keeping its records for a later backward pass
+    /// ([`Engine::forward_with_tape`]).
+    pub fn forward_with_tape(&self, ep: &Episodes<F>, loss: Loss) -> Result<(Forward<F>, Tape<F>)> {
+        Engine::shared().forward_with_tape(self, ep, loss)
+    }
+
+    /// The vector-Jacobian product from a tape of this network ([`Engine::vjp_with_tape`]).
+    pub fn vjp_with_tape(
+        &self,
+        tape: &mut Tape<F>,
+        d_outputs: &[F],
+        request: GradRequest,
+    ) -> Result<Gradient<F>> {
+        Engine::shared().vjp_with_tape(self, tape, d_outputs, request)
     }
 }
 

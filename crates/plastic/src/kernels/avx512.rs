@@ -340,6 +340,42 @@ fn update_vec_mat_block<const NC: usize>(
     }
 }
 
+/// The plastic update without clipping, `dst = keep·src + (η pre_i α) δ`, row by row: the
+/// same operations in the same order as the portable loop of [`super::plastic_update`]
+/// (and as [`update_vec_mat`]'s update), so the same bits. `δ`'s length (the columns) must
+/// be a multiple of 16.
+#[target_feature(enable = "avx512f")]
+pub(super) fn update(dst: &mut [f32], u: Update<'_>) {
+    let Update {
+        src,
+        alpha,
+        pre,
+        delta,
+        eta,
+        keep,
+    } = u;
+    let cols = delta.len();
+    assert!(cols.is_multiple_of(LANES));
+    assert!(dst.len() == pre.len() * cols && src.len() == dst.len() && alpha.len() == dst.len());
+    let vkeep = _mm512_set1_ps(keep);
+    for (i, &pi) in pre.iter().enumerate() {
+        let vep = _mm512_set1_ps(eta * pi);
+        let o = i * cols;
+        for j in (0..cols).step_by(LANES) {
+            // SAFETY: j + 16 <= cols, so o + j + 16 <= dst.len() = src.len() = alpha.len(),
+            // and j + 16 <= delta.len().
+            unsafe {
+                let k = o + j;
+                let d = _mm512_add_ps(
+                    _mm512_mul_ps(vkeep, load(src, k)),
+                    _mm512_mul_ps(_mm512_mul_ps(vep, load(alpha, k)), load(delta, j)),
+                );
+                store(dst, k, d);
+            }
+        }
+    }
+}
+
 /// The inputs of a plastic update without clipping: `dst = keep·src + (η pre_i α) δ`.
 #[derive(Clone, Copy)]
 pub(super) struct Update<'a> {

@@ -286,11 +286,48 @@ kernel! {
     }
 }
 
+/// The plastic update of one tensor (docs/algorithm.md §2.4–2.5), out of place:
+/// `dst = clamp((1 − λ)·src + η·α ⊙ (pre ⊗ δ))`. For a bias pass `pre = [1]`; `δ = None`
+/// means `Δ = 0` (a Hebbian bias), leaving only the decay. On AVX-512 in `f32` without
+/// clipping and with a multiple of 16 columns, the hand-vectorised [`avx512::update`] (the
+/// same operations, so the same bits).
+#[allow(clippy::too_many_arguments)]
+pub fn plastic_update<F: Float>(
+    dst: &mut [F],
+    src: &[F],
+    alpha: &[F],
+    pre: &[F],
+    delta: Option<&[F]>,
+    eta: F,
+    lambda: F,
+    clip: Option<F>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Simd::Avx512, Some(d), None) = (simd(), delta, clip) {
+        if d.len().is_multiple_of(LANES) && dst.len() == pre.len() * d.len() {
+            if let Some(dst32) = F::as_f32_mut(dst) {
+                let f = f32s::<F>;
+                let keep = F::one() - lambda;
+                let u = avx512::Update {
+                    src: f(src),
+                    alpha: f(alpha),
+                    pre: f(pre),
+                    delta: f(d),
+                    eta: eta.f64() as f32,
+                    keep: keep.f64() as f32,
+                };
+                // SAFETY: simd() reports AVX-512F only where the CPU has it.
+                unsafe { avx512::update(dst32, u) };
+                return;
+            }
+        }
+    }
+    plastic_update_portable(dst, src, alpha, pre, delta, eta, lambda, clip)
+}
+
 kernel! {
-    /// The plastic update of one tensor (docs/algorithm.md §2.4–2.5), out of place:
-    /// `dst = clamp((1 − λ)·src + η·α ⊙ (pre ⊗ δ))`. For a bias pass `pre = [1]`; `δ = None`
-    /// means `Δ = 0` (a Hebbian bias), leaving only the decay.
-    pub fn plastic_update<F: Float>(
+    /// [`plastic_update`] in portable code (compiled for each instruction set).
+    pub fn plastic_update_portable<F: Float>(
         dst: &mut [F],
         src: &[F],
         alpha: &[F],
