@@ -428,8 +428,8 @@ const REFERENCE_NOTE: &str = "reference: the authors' code (yuvenduan/PlasticRNN
      2-core machine. ProtoNet rows: 2026-11-28 between 21:43 and 22:21 UTC (median of 2 runs × \
      2 steps, each after a warm-up step), alternating with this benchmark, while colleagues' \
      builds shared the machine (load average 12-18, each process got about 30% of the CPU). \
-     ResNet-12 (drop rate 0) and frozen rows: 2026-11-29 between 00:45 and 01:16 UTC, one \
-     warm-up and 1 (ResNet-12) or 2 (frozen) timed steps, not alternating, load average 7-11. \
+     ResNet-12 (drop rate 0) and frozen rows: 2026-11-29 between 00:45 and 01:30 UTC, one \
+     warm-up and 1 or 2 timed steps, not alternating, load average 7-11. \
      Wall times are inflated by the load for both sides, CPU times are the \
      steadier comparison; peak from /usr/bin/time -v. The reference's ResNet-12 runs on a \
      CPU only with drop rate 0 (its DropBlock calls .cuda()); its frozen step \
@@ -532,8 +532,8 @@ const REFERENCE_FROZEN_CIFAR: &[ReferenceStep] = &[ReferenceStep {
     peak_gb: 6.75,
 }];
 /// The reference's ResNet-12 step with drop rate 0 at CIFAR-FS size (`--cnn ResNet
-/// --drop-rate 0 --batch N --warmup 1 --steps 1`; 2026-11-29 00:45–01:10 UTC, load average
-/// 7–11). At batch 64 its peak would be about 15 GB by these two (more than the machine can
+/// --drop-rate 0 --batch N --warmup 1 --steps 1`; 2026-11-29 00:45–01:30 UTC, load average
+/// 7–11). At batch 64 its peak would be about 16 GB by these two (more than the machine can
 /// spare), so it was timed at smaller batches only.
 const REFERENCE_RESNET_CIFAR: &[ReferenceStep] = &[
     ReferenceStep {
@@ -542,11 +542,13 @@ const REFERENCE_RESNET_CIFAR: &[ReferenceStep] = &[
         cpu_s: 19.5,
         peak_gb: 2.62,
     },
+    // 01:26–01:30 UTC, 2 timed steps, between two of our processes (A/B/A); an earlier
+    // single step took 24.0 s of CPU time (59.7 s wall-clock)
     ReferenceStep {
         batch: 16,
-        wall_s: 59.7,
-        cpu_s: 24.0,
-        peak_gb: 4.47,
+        wall_s: 63.1,
+        cpu_s: 28.3,
+        peak_gb: 4.49,
     },
 ];
 /// The same at miniImageNet size (about 43 GB at batch 64 by these two).
@@ -701,6 +703,35 @@ pub fn bench(o: FscBenchOptions) -> Result<()> {
         );
     }
     println!();
+    // refuse, before anything runs, a row whose step would not fit the memory available now
+    let available = mem_available_bytes();
+    for case in &cases {
+        let mut o = vec![
+            format!("image_dataset={}", case.dataset.as_str()),
+            format!("batch_size={batch}"),
+        ];
+        o.extend(
+            case.overrides
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_string),
+        );
+        let config = FscConfig::default().with_overrides(&o)?;
+        // the benchmark holds 120 random images, not the data set
+        let e = plastic_vision::memory::estimate(&config, rayon::current_num_threads());
+        let need = e.total() - e.data;
+        // with a margin: the estimate is within about 10–20% of the measured peaks
+        if available.is_some_and(|a| need > 0.8 * a) {
+            bail!(
+                "{} at batch {batch} needs about {} (estimated) but only {} of memory is available \
+                 (a row may use at most 80% of it); time it at a smaller batch with --fsc-batch N \
+                 (the step's memory grows in proportion to the batch) or leave it out with --only",
+                case.name,
+                plastic_vision::memory::human_bytes(need),
+                plastic_vision::memory::human_bytes(available.unwrap_or(0.0))
+            );
+        }
+    }
     let mut all: Vec<FscFigures> = cases.iter().map(|_| FscFigures::default()).collect();
     for round in 0..o.rounds {
         for (case, all) in cases.iter().zip(all.iter_mut()) {
@@ -893,6 +924,20 @@ fn cpu_ms() -> f64 {
             Some(ticks * 10.0)
         })
         .unwrap_or(f64::NAN)
+}
+
+/// The memory available for new processes (`MemAvailable` of `/proc/meminfo`), bytes;
+/// `None` where it cannot be read.
+fn mem_available_bytes() -> Option<f64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
+        .ok()
+        .map(|kb| kb * 1024.0)
 }
 
 /// Peak resident memory of this process (VmHWM), in MB.

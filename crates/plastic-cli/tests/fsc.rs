@@ -216,6 +216,19 @@ fn bench_times_the_cached_step_and_names_a_smaller_batch() {
         let e = err(&args);
         assert!(e.contains("fsc-batch") || e.contains("valid:"), "{e}");
     }
+    // a row that cannot fit the machine's memory is refused before anything runs
+    let e = err(&[
+        "bench",
+        "--fsc",
+        "--only",
+        "mini_imagenet-resnet12-nodrop",
+        "--fsc-batch",
+        "100000",
+    ]);
+    assert!(
+        e.contains("needs about") && e.contains("--fsc-batch"),
+        "{e}"
+    );
     let e = err(&["bench", "--fsc-batch", "8"]);
     assert!(e.contains("--fsc only"), "{e}");
 }
