@@ -10,10 +10,31 @@ clipping to 5 and `AdamW(amsgrad=True).step()`. The only stand-in is the data: r
 images of the data set's shape and random 5-way labels (the loader's shuffling and
 augmentation are not part of the timed step in either implementation).
 
+`--cnn ResNet` takes the configuration from `configs.experiments.fsc_resnet()` instead
+(ResNet-12, widths 64/160/320/640). The reference's ResNet-12 is built with dropout and
+DropBlock at drop rate 0.1 (`utils.model_utils.get_cnn`), and its DropBlock moves its mask
+to the GPU with `.cuda()` (`models/cnns/dropblock.py`), so in training mode it cannot run
+on a CPU at all; `--drop-rate 0` sets the `drop_rate` attribute of the built network's
+blocks to 0 after construction, which skips both dropout and DropBlock in its
+`BasicBlock.forward` (compare with our `resnet_drop_rate=0`). Any other drop rate with
+`--cnn ResNet` is refused for that reason.
+
+`--freeze-cnn` times the reference's frozen-CNN step (its `freeze_pretrained_cnn`): the
+CNN's parameters get `requires_grad_(False)` as `get_cnn` does for a loaded pretrained CNN,
+and the CNN is put in evaluation mode after `net.train()` as its `train.py` does every
+update. The randomly initialised CNN stands in for the loaded pretrained one (the same
+shapes, so the same work). The reference has no embedding cache: this is the step that our
+cached step replaces.
+
+`--batch N` times a batch of N episodes instead of the configuration's 64 (to fit a
+machine's memory); the figures are then not the reference's full step.
+
 Usage (peak memory of the whole process from /usr/bin/time -v):
 
     /usr/bin/time -v python tools/reference-bench/fsc_step.py --reference PATH \
         --dataset CIFAR_FS --rnn RNN --rule gradient --threads 2 --warmup 1 --steps 3
+    /usr/bin/time -v python tools/reference-bench/fsc_step.py --reference PATH \
+        --cnn ResNet --drop-rate 0 --dataset CIFAR_FS --batch 16 --warmup 1 --steps 1
 
 Prints one `step i: wall ms, cpu ms` line per timed step, then `times_ms=`, `cpu_ms=` and
 `peak_mb=` (the process's maximum resident set, from getrusage) lines.
@@ -37,7 +58,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cnn", choices=["ProtoNet", "ResNet"], default="ProtoNet")
+    parser.add_argument(
+        "--drop-rate",
+        type=float,
+        default=None,
+        help="ResNet-12 only: 0 turns dropout and DropBlock off (the only value a CPU runs)",
+    )
+    parser.add_argument("--freeze-cnn", action="store_true", help="the frozen-CNN step")
+    parser.add_argument("--batch", type=int, default=None, help="episodes per batch (default 64)")
     args = parser.parse_args()
+    if args.cnn == "ResNet" and args.drop_rate != 0:
+        sys.exit(
+            "--cnn ResNet needs --drop-rate 0: the reference's DropBlock calls .cuda() "
+            "(models/cnns/dropblock.py), so its training step cannot run on a CPU"
+        )
+    if args.cnn == "ProtoNet" and args.drop_rate is not None:
+        sys.exit("--drop-rate applies to --cnn ResNet only (ProtoNet has no dropout)")
+    if args.batch is not None and args.batch < 1:
+        sys.exit(f"--batch must be at least 1, got {args.batch}")
 
     import torch
     import torchvision.transforms  # noqa: F401  (the reference's tasks import it)
@@ -60,7 +99,7 @@ def main() -> None:
 
     configs = [
         c
-        for cs in experiments.fsc().values()
+        for cs in (experiments.fsc_resnet() if args.cnn == "ResNet" else experiments.fsc()).values()
         for c in cs
         if c.seed == 0
         and c.image_dataset == args.dataset
@@ -71,9 +110,20 @@ def main() -> None:
         sys.exit(f"expected one fsc configuration for {args}, found {len(configs)}")
     config = configs[0]
     config.seed = args.seed
+    if args.batch is not None:
+        config.batch_size = args.batch
     torch.manual_seed(2147483647 + args.seed)
 
     net = model_init(config, mode="train")
+    if args.drop_rate is not None:
+        # the blocks read self.drop_rate in forward; 0 skips dropout and DropBlock
+        blocks = [m for m in net.cnn.modules() if hasattr(m, "drop_rate")]
+        if not blocks:
+            sys.exit("no module with a drop_rate attribute in the reference's CNN")
+        for m in blocks:
+            m.drop_rate = args.drop_rate
+    if args.freeze_cnn:
+        net.cnn.requires_grad_(False)
     task = task_init(config)
     optimizer = torch.optim.AdamW(
         net.parameters(), lr=config.lr, weight_decay=config.wdecay, amsgrad=True
@@ -84,7 +134,11 @@ def main() -> None:
         f"reference fsc step: {config.cnn} + {config.rnn} {config.plasticity_mode} "
         f"H {config.hidden_size}, images {shape}, batch {b}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, "
-        f"{sum(p.numel() for p in net.parameters())} parameters",
+        f"{sum(p.numel() for p in net.parameters())} parameters, "
+        f"{sum(p.numel() for p in net.parameters() if p.requires_grad)} trained"
+        + (f", drop rate {args.drop_rate}" if args.drop_rate is not None else "")
+        + (", frozen CNN in evaluation mode" if args.freeze_cnn else "")
+        + ("" if b == 64 else " (NOT the reference's batch of 64)"),
         flush=True,
     )
 
@@ -107,6 +161,8 @@ def main() -> None:
         w0, c0 = time.perf_counter(), time.process_time()
         # one update of the reference's train.py
         net.train()
+        if args.freeze_cnn:
+            net.cnn.eval()
         optimizer.zero_grad()
         loss = task.roll(net, data, train=True)
         loss.backward()

@@ -37,10 +37,21 @@ pub struct BenchArgs {
     /// core's L2 cache (one thread), with the bytes each must move.
     #[arg(long)]
     kernels: bool,
-    /// Instead of the table: time the fsc training step (ProtoNet conv4 → RNN, gradient
-    /// rule, H 512, batch 64) at CIFAR-FS and miniImageNet image sizes (fsc hook, issue 9).
+    /// Instead of the table: time the fsc training step (ProtoNet conv4 or ResNet-12 →
+    /// RNN, gradient rule, H 512, batch 64) at CIFAR-FS and miniImageNet image sizes, and
+    /// with a frozen CNN uncached and cached, beside the reference's step (`--only` picks
+    /// rows, e.g. `--only frozen`, `--only resnet12-nodrop`).
     #[arg(long)]
     fsc: bool,
+    /// With --fsc: episodes per batch instead of the paper's 64, to time a heavy row (a
+    /// ResNet-12 at miniImageNet size needs about 13 GiB at 64) on a machine short of memory
+    /// or time; the output then says that the figures are not the full step's, and shows
+    /// the reference's only where it was timed at the same batch.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    fsc_batch: Option<u64>,
+    /// With --fsc: untimed warm-up steps in each process before the timed ones.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    fsc_warmup: usize,
     /// Internal: time the fsc step at this data set's image size in this process.
     #[arg(long, hide = true)]
     fsc_child: Option<String>,
@@ -169,10 +180,19 @@ struct Figures {
 pub fn run(args: BenchArgs) -> Result<()> {
     // fsc hook (issue 9)
     if let Some(dataset) = &args.fsc_child {
-        return crate::fsc::bench_child(dataset, args.steps);
+        return crate::fsc::bench_child(dataset, args.steps, args.fsc_warmup);
     }
     if args.fsc {
-        return crate::fsc::bench(args.steps, args.rounds, args.only.as_deref());
+        return crate::fsc::bench(crate::fsc::FscBenchOptions {
+            steps: args.steps,
+            rounds: args.rounds,
+            only: args.only.as_deref(),
+            batch: args.fsc_batch.map(|b| b as usize),
+            warmup: args.fsc_warmup,
+        });
+    }
+    if args.fsc_batch.is_some() {
+        bail!("--fsc-batch applies to --fsc only");
     }
     let cases: Vec<&Case> = CASES
         .iter()

@@ -399,11 +399,16 @@ pub fn analyze(
     Ok(())
 }
 
+/// The paper's (and the reference's) episodes per fsc training batch.
+const PAPER_BATCH: usize = 64;
+
 /// The reference's own fsc training step, timed by `tools/reference-bench/fsc_step.py`
 /// (its `CNNtoRNN` from its experiment list, `FSC.roll`, backward, clip, AdamW with amsgrad)
 /// on torch 2.15 CPU with 2 threads, random images of the data set's shape, on the README's
 /// 2-core machine ([`REFERENCE_NOTE`] says when and under what load).
 struct ReferenceStep {
+    /// Episodes per batch it was timed at (a row shows the reference only at its own batch).
+    batch: usize,
     /// Median wall-clock seconds per step.
     wall_s: f64,
     /// Median CPU seconds per step (all threads).
@@ -412,47 +417,85 @@ struct ReferenceStep {
     peak_gb: f64,
 }
 
-/// One fsc benchmark configuration: ProtoNet conv4 (or, with `overrides`, ResNet-12), RNN
-/// with the gradient rule, H 512, batch 64 (the paper's `fsc` setting), at one data set's
-/// image size.
+/// One fsc benchmark configuration: ProtoNet conv4 (or, with `overrides`, ResNet-12, a
+/// frozen CNN, the embedding cache), RNN with the gradient rule, H 512 (the paper's `fsc`
+/// setting), at one data set's image size.
 struct BenchCase {
     name: &'static str,
     dataset: ImageSource,
     /// Configuration overrides, comma-separated (`cnn=resnet12,...`; empty: ProtoNet).
     overrides: &'static str,
-    /// The reference's recorded step, where it was timed.
-    reference: Option<ReferenceStep>,
+    /// The reference's recorded steps, each at the batch it was timed at.
+    reference: &'static [ReferenceStep],
+    /// Why the reference has no figure for this row, where it cannot have one.
+    no_reference: Option<&'static str>,
+    /// The row whose step this one replaces: its speed-up over that row is printed.
+    speedup_over: Option<&'static str>,
 }
 
 /// When and how the reference figures were taken (printed under the table).
 const REFERENCE_NOTE: &str = "reference: the authors' code (yuvenduan/PlasticRNNs eef3df0) \
      timed by tools/reference-bench/fsc_step.py on torch 2.15 CPU, 2 threads, on the README's \
-     2-core machine on 2026-11-28 between 21:43 and 22:21 UTC (median of 2 runs × 2 steps, \
-     each after a warm-up step), alternating with this benchmark, while colleagues' builds \
-     shared the machine (load average 12-18, each process got about 30% of the CPU): wall \
-     times are inflated by the load for both, CPU times are the steadier comparison; peak \
-     from /usr/bin/time -v";
+     2-core machine. ProtoNet rows: 2026-11-28 between 21:43 and 22:21 UTC (median of 2 runs × \
+     2 steps, each after a warm-up step), alternating with this benchmark, while colleagues' \
+     builds shared the machine (load average 12-18, each process got about 30% of the CPU). \
+     ResNet-12 (drop rate 0) and frozen rows: 2026-11-29 between 00:45 and 01:30 UTC, one \
+     warm-up and 1 or 2 timed steps, not alternating, load average 7-11. \
+     Wall times are inflated by the load for both sides, CPU times are the \
+     steadier comparison; peak from /usr/bin/time -v. The reference's ResNet-12 runs on a \
+     CPU only with drop rate 0 (its DropBlock calls .cuda()); its frozen step \
+     (freeze_pretrained_cnn) is the comparison for our cached one, since it has no cache";
+
+/// The frozen-CNN rows' overrides (the reference's `freeze_pretrained_cnn`, no train-time
+/// augmentation): uncached, the frozen CNN runs on every step's images.
+const FROZEN: &str = "freeze_cnn=true,train_augment=false,embedding_cache=false";
+/// The same with the embedding cache (docs/fsc.md §5.3): projection and RNN only.
+const CACHED: &str = "freeze_cnn=true,train_augment=false,embedding_cache=true";
 
 const BENCH_CASES: &[BenchCase] = &[
     BenchCase {
         name: "fsc-cifar_fs-conv4-rnn-gradient-h512",
         dataset: ImageSource::CifarFs,
         overrides: "",
-        reference: Some(ReferenceStep {
+        reference: &[ReferenceStep {
+            batch: 64,
             wall_s: 105.2,
             cpu_s: 34.2,
             peak_gb: 7.64,
-        }),
+        }],
+        no_reference: None,
+        speedup_over: None,
     },
     BenchCase {
         name: "fsc-mini_imagenet-conv4-rnn-gradient-h512",
         dataset: ImageSource::MiniImageNet,
         overrides: "",
-        reference: Some(ReferenceStep {
+        reference: &[ReferenceStep {
+            batch: 64,
             wall_s: 150.4,
             cpu_s: 43.9,
             peak_gb: 11.78,
-        }),
+        }],
+        no_reference: None,
+        speedup_over: None,
+    },
+    // a frozen CNN, uncached and cached (issue 10): the reference's comparison for both is
+    // its own frozen step, which has no cache
+    BenchCase {
+        name: "fsc-cifar_fs-conv4-frozen-rnn-gradient-h512",
+        dataset: ImageSource::CifarFs,
+        overrides: FROZEN,
+        reference: REFERENCE_FROZEN_CIFAR,
+        no_reference: None,
+        speedup_over: None,
+    },
+    BenchCase {
+        name: "fsc-cifar_fs-conv4-frozen-cached-rnn-gradient-h512",
+        dataset: ImageSource::CifarFs,
+        overrides: CACHED,
+        reference: REFERENCE_FROZEN_CIFAR,
+        no_reference: None,
+        speedup_over: Some("fsc-cifar_fs-conv4-frozen-rnn-gradient-h512"),
     },
     // ResNet-12 (issue 10): with the reference's dropout/DropBlock, and without it (the
     // reference's DropBlock needs CUDA, so on a CPU it can only run with drop rate 0)
@@ -460,25 +503,78 @@ const BENCH_CASES: &[BenchCase] = &[
         name: "fsc-cifar_fs-resnet12-rnn-gradient-h512",
         dataset: ImageSource::CifarFs,
         overrides: "cnn=resnet12",
-        reference: None,
+        reference: &[],
+        no_reference: Some("cannot run on a CPU (its DropBlock calls .cuda())"),
+        speedup_over: None,
     },
     BenchCase {
         name: "fsc-cifar_fs-resnet12-nodrop-rnn-gradient-h512",
         dataset: ImageSource::CifarFs,
         overrides: "cnn=resnet12,resnet_drop_rate=0",
-        reference: None,
+        reference: REFERENCE_RESNET_CIFAR,
+        no_reference: None,
+        speedup_over: None,
     },
     BenchCase {
         name: "fsc-mini_imagenet-resnet12-rnn-gradient-h512",
         dataset: ImageSource::MiniImageNet,
         overrides: "cnn=resnet12",
-        reference: None,
+        reference: &[],
+        no_reference: Some("cannot run on a CPU (its DropBlock calls .cuda())"),
+        speedup_over: None,
     },
     BenchCase {
         name: "fsc-mini_imagenet-resnet12-nodrop-rnn-gradient-h512",
         dataset: ImageSource::MiniImageNet,
         overrides: "cnn=resnet12,resnet_drop_rate=0",
-        reference: None,
+        reference: REFERENCE_RESNET_MINI,
+        no_reference: None,
+        speedup_over: None,
+    },
+];
+
+/// The reference's frozen-CNN step (`--freeze-cnn --warmup 1 --steps 2`) at CIFAR-FS size
+/// (2026-11-29 01:10–01:16 UTC, load average 9–11; its two steps took 176 s and 75 s of
+/// wall-clock time, 37.5 s and 32.6 s of CPU time).
+const REFERENCE_FROZEN_CIFAR: &[ReferenceStep] = &[ReferenceStep {
+    batch: 64,
+    wall_s: 125.7,
+    cpu_s: 35.1,
+    peak_gb: 6.75,
+}];
+/// The reference's ResNet-12 step with drop rate 0 at CIFAR-FS size (`--cnn ResNet
+/// --drop-rate 0 --batch N --warmup 1 --steps 1`; 2026-11-29 00:45–01:30 UTC, load average
+/// 7–11). At batch 64 its peak would be about 16 GB by these two (more than the machine can
+/// spare), so it was timed at smaller batches only.
+const REFERENCE_RESNET_CIFAR: &[ReferenceStep] = &[
+    ReferenceStep {
+        batch: 8,
+        wall_s: 48.0,
+        cpu_s: 19.5,
+        peak_gb: 2.62,
+    },
+    // 01:26–01:30 UTC, 2 timed steps, between two of our processes (A/B/A); an earlier
+    // single step took 24.0 s of CPU time (59.7 s wall-clock)
+    ReferenceStep {
+        batch: 16,
+        wall_s: 63.1,
+        cpu_s: 28.3,
+        peak_gb: 4.49,
+    },
+];
+/// The same at miniImageNet size (about 43 GB at batch 64 by these two).
+const REFERENCE_RESNET_MINI: &[ReferenceStep] = &[
+    ReferenceStep {
+        batch: 4,
+        wall_s: 67.6,
+        cpu_s: 28.2,
+        peak_gb: 3.50,
+    },
+    ReferenceStep {
+        batch: 8,
+        wall_s: 99.5,
+        cpu_s: 44.7,
+        peak_gb: 6.16,
     },
 ];
 
@@ -491,6 +587,9 @@ struct FscFigures {
     cpu_ms: Vec<f64>,
     /// Peak resident memory, MB.
     peak_mb: f64,
+    /// Wall-clock ms of preparing the run before the first step (building the embedding
+    /// cache; nothing for the other rows).
+    prepare_ms: f64,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -503,92 +602,216 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// The table's header and one row: ours, the reference's recorded figures, and the ratios
-/// (speed-up in wall-clock and in CPU time, reference memory over ours).
-const BENCH_HEADER: &str = "| configuration | ms/step (median, min–max) | CPU s/step | peak \
-     memory | reference s/step (CPU s) | reference peak | speed-up wall (CPU) | memory ratio |\n\
-     | --- | --- | --- | --- | --- | --- | --- | --- |";
+/// The table's header and one row: ours, the reference's recorded figures at the same
+/// batch, and the ratios (speed-up in wall-clock and in CPU time, reference memory over
+/// ours).
+const BENCH_HEADER: &str = "| configuration | batch | ms/step (median, min–max) | CPU s/step | \
+     peak memory | reference s/step (CPU s) | reference peak | speed-up wall (CPU) | memory ratio |\n\
+     | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
-fn bench_row(case: &BenchCase, f: &FscFigures) -> String {
+fn bench_row(case: &BenchCase, batch: usize, f: &FscFigures) -> String {
     let wall = median(&f.times_ms);
     let cpu = median(&f.cpu_ms) / 1e3;
     let (min, max) = f
         .times_ms
         .iter()
         .fold((f64::INFINITY, 0.0f64), |(a, b), &t| (a.min(t), b.max(t)));
-    let none = ReferenceStep {
-        wall_s: f64::NAN,
-        cpu_s: f64::NAN,
-        peak_gb: f64::NAN,
-    };
-    let r = case.reference.as_ref().unwrap_or(&none);
-    let known = |v: f64, text: String| if v.is_finite() { text } else { "–".into() };
-    format!(
-        "| {} | {wall:.0} ({min:.0}–{max:.0}) | {cpu:.1} | {:.0} MB | {} | {} | {} | {} |",
+    let ours = format!(
+        "| {} | {batch}{} | {wall:.0} ({min:.0}–{max:.0}) | {cpu:.2} | {:.0} MB |",
         case.name,
+        if batch == PAPER_BATCH {
+            ""
+        } else {
+            " (not 64)"
+        },
         f.peak_mb,
-        known(r.wall_s, format!("{:.1} ({:.1})", r.wall_s, r.cpu_s)),
-        known(r.peak_gb, format!("{:.2} GB", r.peak_gb)),
-        known(
+    );
+    let theirs = match case.reference.iter().find(|r| r.batch == batch) {
+        Some(r) => format!(
+            " {:.1} ({:.1}) | {:.2} GB | {:.1}× ({:.1}×) | {:.1}× less |",
             r.wall_s,
-            format!("{:.1}× ({:.1}×)", r.wall_s * 1e3 / wall, r.cpu_s / cpu)
-        ),
-        known(
+            r.cpu_s,
             r.peak_gb,
-            format!("{:.1}× less", r.peak_gb * 1e3 / f.peak_mb)
+            r.wall_s * 1e3 / wall,
+            r.cpu_s / cpu,
+            r.peak_gb * 1e3 / f.peak_mb
         ),
-    )
+        None => {
+            let why = match (case.no_reference, case.reference.is_empty()) {
+                (Some(why), _) => why.to_string(),
+                (None, true) => "not timed".to_string(),
+                (None, false) => format!(
+                    "timed at batch {} only",
+                    case.reference
+                        .iter()
+                        .map(|r| r.batch.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            format!(" – ({why}) | – | – | – |")
+        }
+    };
+    ours + &theirs
 }
 
-/// `plastic bench --fsc`: times the fsc training step (forward, backward, clip, AdamW;
-/// batch 64, f32) at both image sizes, each in its own process for its peak memory, beside
-/// the reference's recorded step.
-pub fn bench(steps: usize, rounds: u64, only: Option<&str>) -> Result<()> {
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`), or "unknown".
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// What `plastic bench --fsc` was asked.
+pub struct FscBenchOptions<'a> {
+    /// Timed steps per process.
+    pub steps: usize,
+    /// Processes per configuration (rounds over all selected configurations).
+    pub rounds: u64,
+    /// Only the configurations whose name contains this.
+    pub only: Option<&'a str>,
+    /// Episodes per batch instead of the paper's 64.
+    pub batch: Option<usize>,
+    /// Untimed steps before the timed ones, per process.
+    pub warmup: usize,
+}
+
+/// `plastic bench --fsc`: times the fsc training step (forward, backward, clip, AdamW; f32)
+/// of each configuration, each in its own process for its peak memory, in rounds over the
+/// configurations (so that rows compared with each other see the same machine load), beside
+/// the reference's recorded step at the same batch.
+pub fn bench(o: FscBenchOptions) -> Result<()> {
     let cases: Vec<&BenchCase> = BENCH_CASES
         .iter()
-        .filter(|c| only.is_none_or(|o| c.name.contains(o)))
+        .filter(|c| o.only.is_none_or(|only| c.name.contains(only)))
         .collect();
     if cases.is_empty() {
         let names: Vec<&str> = BENCH_CASES.iter().map(|c| c.name).collect();
         bail!("no fsc configuration matches; valid: {}", names.join(", "));
     }
+    if o.steps == 0 {
+        bail!("--steps must be at least 1 (timed steps per process)");
+    }
+    let batch = o.batch.unwrap_or(PAPER_BATCH);
+    if batch == 0 {
+        bail!("--fsc-batch must be at least 1 (episodes per batch; the paper's is 64)");
+    }
     println!(
         "plastic bench --fsc: CNN (ProtoNet conv4 or ResNet-12) + projection + RNN (gradient rule, H 512), batch \
-         64 episodes × 10 steps, f32, {} threads; median of {rounds} rounds × {steps} steps \
-         (each after 2 warm-up steps); data generation not timed\n",
-        rayon::current_num_threads()
+         {batch} episodes × 10 steps, f32, {} threads; median of {} rounds × {} steps \
+         (each process after {} warm-up steps); data generation not timed; load average at the start {}",
+        rayon::current_num_threads(),
+        o.rounds,
+        o.steps,
+        o.warmup,
+        load_average()
     );
-    println!("{BENCH_HEADER}");
-    for case in cases {
-        let mut all = FscFigures::default();
-        for _ in 0..rounds {
-            let f = bench_process(case.dataset, case.overrides, steps)
+    if batch != PAPER_BATCH {
+        println!(
+            "NOTE: batch {batch} is NOT the paper's and the reference's batch of {PAPER_BATCH}: these are \
+             not the full step's figures; the reference's are shown only where it was timed at batch {batch}"
+        );
+    }
+    println!();
+    // refuse, before anything runs, a row whose step would not fit the memory available now
+    let available = mem_available_bytes();
+    for case in &cases {
+        let mut o = vec![
+            format!("image_dataset={}", case.dataset.as_str()),
+            format!("batch_size={batch}"),
+        ];
+        o.extend(
+            case.overrides
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_string),
+        );
+        let config = FscConfig::default().with_overrides(&o)?;
+        // the benchmark holds 120 random images, not the data set
+        let e = plastic_vision::memory::estimate(&config, rayon::current_num_threads());
+        let need = e.total() - e.data;
+        // with a margin: the estimate is within about 10–20% of the measured peaks
+        if available.is_some_and(|a| need > 0.8 * a) {
+            bail!(
+                "{} at batch {batch} needs about {} (estimated) but only {} of memory is available \
+                 (a row may use at most 80% of it); time it at a smaller batch with --fsc-batch N \
+                 (the step's memory grows in proportion to the batch) or leave it out with --only",
+                case.name,
+                plastic_vision::memory::human_bytes(need),
+                plastic_vision::memory::human_bytes(available.unwrap_or(0.0))
+            );
+        }
+    }
+    let mut all: Vec<FscFigures> = cases.iter().map(|_| FscFigures::default()).collect();
+    for round in 0..o.rounds {
+        for (case, all) in cases.iter().zip(all.iter_mut()) {
+            let f = bench_process(case.dataset, case.overrides, batch, o.steps, o.warmup)
                 .with_context(|| format!("benchmark {}", case.name))?;
+            eprintln!(
+                "round {}/{}: {} {:.0} ms/step, {:.1} CPU s/step, peak {:.0} MB (load average {})",
+                round + 1,
+                o.rounds,
+                case.name,
+                median(&f.times_ms),
+                median(&f.cpu_ms) / 1e3,
+                f.peak_mb,
+                load_average()
+            );
             all.times_ms.extend(f.times_ms);
             all.cpu_ms.extend(f.cpu_ms);
             all.peak_mb = all.peak_mb.max(f.peak_mb);
+            all.prepare_ms = all.prepare_ms.max(f.prepare_ms);
         }
-        println!("{}", bench_row(case, &all));
     }
+    println!("{BENCH_HEADER}");
+    for (case, f) in cases.iter().zip(&all) {
+        println!("{}", bench_row(case, batch, f));
+    }
+    println!();
+    for (case, f) in cases.iter().zip(&all) {
+        let Some(base) = case.speedup_over else {
+            continue;
+        };
+        match cases.iter().zip(&all).find(|(c, _)| c.name == base) {
+            Some((_, b)) => println!(
+                "{} over {base}: {:.2}× wall-clock ({:.2}× CPU time) per step; preparing it \
+                 (building the embedding cache of the 3 phases' {} random images) took {:.1} s",
+                case.name,
+                median(&b.times_ms) / median(&f.times_ms),
+                median(&b.cpu_ms) / median(&f.cpu_ms),
+                3 * BENCH_IMAGES,
+                f.prepare_ms / 1e3
+            ),
+            None => println!("{}: run {base} with it for the speed-up", case.name),
+        }
+    }
+    println!("load average at the end {}", load_average());
     println!("\n{REFERENCE_NOTE}");
     Ok(())
 }
 
 /// Runs `plastic bench --fsc-child DATASET[+OVERRIDES]` and reads its step times (ms), CPU
 /// times (ms) and peak memory (MB).
-fn bench_process(dataset: ImageSource, overrides: &str, steps: usize) -> Result<FscFigures> {
+fn bench_process(
+    dataset: ImageSource,
+    overrides: &str,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+) -> Result<FscFigures> {
     let exe = std::env::current_exe().context("locating the plastic binary")?;
     let mut cmd = Command::new(&exe);
     if let Some(n) = std::env::args().skip_while(|a| a != "--threads").nth(1) {
         cmd.args(["--threads", &n]);
     }
-    let child = if overrides.is_empty() {
-        dataset.as_str().to_string()
-    } else {
-        format!("{}+{overrides}", dataset.as_str())
-    };
+    let mut child = format!("{}+batch_size={batch}", dataset.as_str());
+    if !overrides.is_empty() {
+        child = format!("{child},{overrides}");
+    }
     cmd.args(["bench", "--fsc-child", &child, "--steps"])
-        .arg(steps.to_string());
+        .arg(steps.to_string())
+        .args(["--fsc-warmup", &warmup.to_string()]);
     let out = cmd.output().context("running a benchmark process")?;
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr));
@@ -611,6 +834,10 @@ fn bench_process(dataset: ImageSource, overrides: &str, steps: usize) -> Result<
             f.cpu_ms = list(v)?;
         } else if let Some(v) = line.strip_prefix("peak_mb=") {
             f.peak_mb = v.parse().context("parsing the benchmark's peak memory")?;
+        } else if let Some(v) = line.strip_prefix("prepare_ms=") {
+            f.prepare_ms = v
+                .parse()
+                .context("parsing the benchmark's preparation time")?;
         }
     }
     if f.times_ms.is_empty() {
@@ -619,10 +846,16 @@ fn bench_process(dataset: ImageSource, overrides: &str, steps: usize) -> Result<
     Ok(f)
 }
 
-/// In the benchmark's own process: times `steps` fsc training steps on random images of
-/// `dataset`'s size (`DATASET[+key=value,...]`, the overrides applied to the configuration)
-/// and prints `times_ms=` and `peak_mb=`.
-pub fn bench_child(dataset: &str, steps: usize) -> Result<()> {
+/// Images of the benchmark's random data set per phase: 10 classes × 4 images.
+const BENCH_IMAGES: usize = 40;
+
+/// In the benchmark's own process: times `steps` fsc training steps, after `warmup`
+/// untimed ones, on random images of `dataset`'s size (`DATASET[+key=value,...]`, the
+/// overrides applied to the configuration) with the model a run trains (reading a frozen
+/// CNN's features from the embedding cache where the configuration asks for it, built
+/// before the steps in a temporary folder), and prints `times_ms=`, `cpu_ms=`,
+/// `prepare_ms=` and `peak_mb=`.
+pub fn bench_child(dataset: &str, steps: usize, warmup: usize) -> Result<()> {
     let (dataset, overrides) = dataset.split_once('+').unwrap_or((dataset, ""));
     let mut all = vec![format!("image_dataset={dataset}")];
     all.extend(
@@ -633,18 +866,28 @@ pub fn bench_child(dataset: &str, steps: usize) -> Result<()> {
     );
     let config = FscConfig::default().with_overrides(&all)?;
     let kind = config.image_dataset.kind();
-    // a small in-memory data set of random images: 10 classes × 4 images
+    // a small in-memory data set of random images, the same for the three phases
     let s = kind.image_size();
     let mut rng = plastic::rng::Rng::new(1);
-    let images: Vec<u8> = (0..40 * s * s * 3).map(|_| rng.below(256) as u8).collect();
-    let labels: Vec<i64> = (0..40).map(|i| i / 4).collect();
-    let set = ImageDataset::new(kind, "random", images, labels)?;
-    let sampler = EpisodeSampler::new(
-        Arc::new(set),
-        Phase::Train,
-        config.episode_config(Phase::Train),
-    )?;
-    let mut model = fsc_run::build_model::<f32>(&config)?;
+    let images: Vec<u8> = (0..BENCH_IMAGES * s * s * 3)
+        .map(|_| rng.below(256) as u8)
+        .collect();
+    let labels: Vec<i64> = (0..BENCH_IMAGES as i64).map(|i| i / 4).collect();
+    let set = Arc::new(ImageDataset::new(kind, "random", images, labels)?);
+    let sampler = |phase| EpisodeSampler::new(set.clone(), phase, config.episode_config(phase));
+    let data = fsc_run::FscData {
+        train: sampler(Phase::Train)?,
+        val: sampler(Phase::Val)?,
+        test: sampler(Phase::Test)?,
+    };
+    let mut model = fsc_run::FscRunModel::<f32>::new(&config)?;
+    let dir = std::env::temp_dir().join(format!("plastic-bench-fsc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let t0 = Instant::now();
+    let prepared = model.prepare(&data, &dir, &mut fsc_run::Silent);
+    let prepare_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let _ = std::fs::remove_dir_all(&dir);
+    prepared?;
     let mask = fsc_run::trainable_mask(&model);
     let mut opt = AdamW::new(
         AdamWConfig {
@@ -655,13 +898,13 @@ pub fn bench_child(dataset: &str, steps: usize) -> Result<()> {
         mask.clone(),
     );
     let (mut times, mut cpu) = (Vec::new(), Vec::new());
-    for step in 0..steps + 2 {
-        let batch = sampler.batch::<f32>(0, step as u64, config.batch_size);
+    for step in 0..steps + warmup {
+        let batch = data.train.batch::<f32>(0, step as u64, config.batch_size);
         let (t0, c0) = (Instant::now(), cpu_ms());
         let mut r = model.train_step(&batch)?;
         clip_grad_norm(&mut r.grads, &mask, config.grad_clip);
         opt.update(model.params_mut(), &r.grads);
-        if step >= 2 {
+        if step >= warmup {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
             cpu.push(cpu_ms() - c0);
         }
@@ -674,6 +917,7 @@ pub fn bench_child(dataset: &str, steps: usize) -> Result<()> {
     };
     println!("times_ms={}", join(&times));
     println!("cpu_ms={}", join(&cpu));
+    println!("prepare_ms={prepare_ms}");
     println!("peak_mb={}", peak_rss_mb());
     Ok(())
 }
@@ -691,6 +935,20 @@ fn cpu_ms() -> f64 {
             Some(ticks * 10.0)
         })
         .unwrap_or(f64::NAN)
+}
+
+/// The memory available for new processes (`MemAvailable` of `/proc/meminfo`), bytes;
+/// `None` where it cannot be read.
+fn mem_available_bytes() -> Option<f64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
+        .ok()
+        .map(|kb| kb * 1024.0)
 }
 
 /// Peak resident memory of this process (VmHWM), in MB.
@@ -735,23 +993,43 @@ mod tests {
             times_ms: vec![9000.0, 8000.0, 10000.0],
             cpu_ms: vec![2500.0, 2000.0, 3000.0],
             peak_mb: 500.0,
+            prepare_ms: 0.0,
         };
-        let row = bench_row(case, &f);
-        let r = case.reference.as_ref().unwrap();
+        let row = bench_row(case, 64, &f);
+        let r = &case.reference[0];
+        assert_eq!(r.batch, 64);
         let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
         assert_eq!(cells[0], case.name);
-        assert_eq!(cells[1], "9000 (8000–10000)");
-        assert_eq!(cells[2], "2.5");
-        assert_eq!(cells[3], "500 MB");
+        assert_eq!(cells[1], "64");
+        assert_eq!(cells[2], "9000 (8000–10000)");
+        assert_eq!(cells[3], "2.50");
+        assert_eq!(cells[4], "500 MB");
         assert_eq!(
-            cells[6],
+            cells[7],
             format!("{:.1}× ({:.1}×)", r.wall_s / 9.0, r.cpu_s / 2.5)
         );
-        assert_eq!(cells[7], format!("{:.1}× less", r.peak_gb * 2.0));
-        assert_eq!(
-            BENCH_HEADER.lines().next().unwrap().matches('|').count(),
-            cells.len() + 1
-        );
+        assert_eq!(cells[8], format!("{:.1}× less", r.peak_gb * 2.0));
+        let columns = BENCH_HEADER.lines().next().unwrap().matches('|').count();
+        assert_eq!(columns, cells.len() + 1);
+        // at another batch the row says so and shows no reference figure of another batch
+        let small = bench_row(case, 16, &f);
+        let cells: Vec<&str> = small.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells[1], "16 (not 64)");
+        assert_eq!(cells[5], "– (timed at batch 64 only)");
+        assert_eq!(columns, cells.len() + 1);
+        // a row the reference cannot run says why
+        let dropblock = BENCH_CASES
+            .iter()
+            .find(|c| c.name == "fsc-cifar_fs-resnet12-rnn-gradient-h512")
+            .unwrap();
+        let row = bench_row(dropblock, 64, &f);
+        assert!(row.contains("cannot run on a CPU"), "{row}");
+        // every speed-up names a row that exists
+        for c in BENCH_CASES {
+            if let Some(base) = c.speedup_over {
+                assert!(BENCH_CASES.iter().any(|b| b.name == base), "{base}");
+            }
+        }
         assert!(cpu_ms().is_finite() || !cfg!(target_os = "linux"));
     }
 }

@@ -179,3 +179,64 @@ fn demo_writes_its_figure() {
     let config = std::fs::read_to_string(out.join("run").join("config.toml")).unwrap();
     assert!(config.contains("retrieval_steps = 3000"), "{config}");
 }
+
+/// `plastic bench --fsc` times the frozen CNN uncached and cached (the embedding cache) with
+/// their speed-up, and a batch other than the paper's 64 is said plainly.
+#[test]
+fn bench_times_the_cached_step_and_names_a_smaller_batch() {
+    let out = ok(&[
+        "--threads",
+        "1",
+        "bench",
+        "--fsc",
+        "--only",
+        "frozen",
+        "--fsc-batch",
+        "2",
+        "--fsc-warmup",
+        "0",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+    ]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| fsc-")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].contains("conv4-frozen-rnn") && rows[1].contains("frozen-cached"));
+    assert!(rows.iter().all(|r| r.contains("| 2 (not 64) |")), "{out}");
+    // the reference's frozen step was timed at batch 64 only: not shown beside batch 2
+    assert!(
+        rows.iter().all(|r| r.contains("timed at batch 64 only")),
+        "{out}"
+    );
+    assert!(
+        out.contains("NOT the paper's and the reference's batch of 64"),
+        "{out}"
+    );
+    assert!(
+        out.contains("frozen-cached-rnn-gradient-h512 over fsc-cifar_fs-conv4-frozen-rnn"),
+        "{out}"
+    );
+    assert!(out.contains("load average at the start"), "{out}");
+    for bad in [&["--fsc-batch", "0"][..], &["--only", "no-such-row"][..]] {
+        let mut args = vec!["bench", "--fsc", "--steps", "1", "--rounds", "1"];
+        args.extend_from_slice(bad);
+        let e = err(&args);
+        assert!(e.contains("fsc-batch") || e.contains("valid:"), "{e}");
+    }
+    // a row that cannot fit the machine's memory is refused before anything runs
+    let e = err(&[
+        "bench",
+        "--fsc",
+        "--only",
+        "mini_imagenet-resnet12-nodrop",
+        "--fsc-batch",
+        "100000",
+    ]);
+    assert!(
+        e.contains("needs about") && e.contains("--fsc-batch"),
+        "{e}"
+    );
+    let e = err(&["bench", "--fsc-batch", "8"]);
+    assert!(e.contains("--fsc only"), "{e}");
+}

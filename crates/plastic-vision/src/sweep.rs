@@ -14,6 +14,7 @@ use plastic::config::Rule;
 use plastic::io::write_atomic;
 use plastic::{Error, Result};
 
+use crate::cnn::BackboneConfig;
 use crate::config::{FscConfig, ImageSource};
 use crate::memory::{self, FscMemoryEstimate};
 use crate::run::{files, read_config};
@@ -188,11 +189,24 @@ pub fn check_data<'a>(configs: impl IntoIterator<Item = &'a FscConfig>) -> Resul
     }
 }
 
-/// Seconds per multiply-add of the CNN's convolutions in a training step (forward and both
-/// backward products), and per plastic weight, episode and step of the RNN by rule: CPU
+/// Seconds per multiply-add of the ProtoNet's convolutions in a training step (forward and
+/// both backward products), and per plastic weight, episode and step of the RNN by rule: CPU
 /// time of `plastic bench --fsc` and of the core's `plastic bench` divided by the 2 cores
 /// (so, for an otherwise idle 2-core machine).
 const CNN_S_PER_MAC: f64 = 4.2e-11;
+/// Seconds per multiply-add of ResNet-12's 3×3 convolutions in a training step, likewise
+/// (forward and both backward products, CPU time over 2 cores), measured on ResNet-12
+/// itself rather than extrapolated from the ProtoNet's rate (which overestimated it 2.5×:
+/// ResNet-12's wide layers on small maps make larger, faster matrix products). From
+/// `plastic --threads 2 bench --fsc --only cifar_fs-resnet12 --steps 1 --fsc-warmup 1`
+/// (2026-11-29, the sweep's configuration: batch 64, dropout and DropBlock at 0.1): 40.5 s
+/// of CPU time per step, of which the RNN's share by [`RNN_NS_PER_WEIGHT_STEP`] is 0.6 s,
+/// over 3 × 513.8 M multiply-adds × 640 images = 4.0e-11 CPU s each, halved for 2 cores.
+/// Without dropout the same step took 41.8 s (4.2e-11 CPU s per multiply-add; 3.1–3.3e-11
+/// at batches 8 and 16), and at miniImageNet size 3.3–3.6e-11 (batches 8 and 16; batch 64
+/// does not fit the machine's memory), so this one rate serves both sizes within about 20%
+/// (README, One-shot image classification; all measured under load, CPU times).
+const RESNET_S_PER_MAC: f64 = 2.0e-11;
 const RNN_NS_PER_WEIGHT_STEP: [(Rule, f64); 3] = [
     (Rule::Gradient, 0.95),
     (Rule::Hebbian, 0.7),
@@ -222,7 +236,11 @@ fn rnn_weights(c: &FscConfig) -> f64 {
 /// The estimated seconds of one training step (forward, backward, update) of `c`.
 pub fn step_seconds(c: &FscConfig) -> f64 {
     let images = (c.batch_size * c.way * (c.shot + c.query)) as f64;
-    let cnn = 3.0 * cnn_macs_per_image(c) * images * CNN_S_PER_MAC;
+    let s_per_mac = match c.backbone() {
+        BackboneConfig::ProtoNet(_) => CNN_S_PER_MAC,
+        BackboneConfig::ResNet12(_) => RESNET_S_PER_MAC,
+    };
+    let cnn = 3.0 * cnn_macs_per_image(c) * images * s_per_mac;
     let ns = RNN_NS_PER_WEIGHT_STEP
         .iter()
         .find(|(r, _)| *r == c.plasticity)
@@ -242,7 +260,6 @@ pub fn estimate_seconds(c: &FscConfig) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cnn::BackboneConfig;
 
     #[test]
     fn fsc_resnet_is_the_references_experiment() {
@@ -431,5 +448,25 @@ mod tests {
             step_seconds(&get(&resnet, "cifar_fs-gradient-rnn-s0")) > 10.0 * step_seconds(&small)
         );
         assert!(estimate_seconds(&small) > 40001.0 * step_seconds(&small));
+    }
+
+    /// The ResNet-12 step's estimate is the measured one it was calibrated from
+    /// (`RESNET_S_PER_MAC`: 40.5 s of CPU time per step at CIFAR-FS size on 2 cores), and the
+    /// miniImageNet step is its 6.7× (the multiply-adds of 84×84 against 32×32 images).
+    #[test]
+    fn resnet_step_estimate_is_the_measured_step() {
+        let resnet = find("fsc_resnet")
+            .unwrap()
+            .runs::<&str>(Some(1), None, &[])
+            .unwrap();
+        let get = |name: &str| &resnet.iter().find(|r| r.name == name).unwrap().config;
+        let cifar = step_seconds(get("cifar_fs-gradient-rnn-s0"));
+        assert!((cifar - 40.5 / 2.0).abs() < 0.05 * 40.5 / 2.0, "{cifar}");
+        let mini = step_seconds(get("mini_imagenet-gradient-rnn-s0"));
+        assert!((6.0..7.5).contains(&(mini / cifar)), "{mini} vs {cifar}");
+        assert!(
+            (cnn_macs_per_image(get("cifar_fs-gradient-rnn-s0")) - 513.8e6).abs() < 0.1e6,
+            "the multiply-adds the rate was divided by"
+        );
     }
 }
