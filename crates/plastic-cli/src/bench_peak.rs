@@ -303,20 +303,24 @@ fn gemm_work(m: usize, n: usize, k: usize, reps: usize, which: u8) -> f64 {
 /// Prints the clock, the register-only peaks and the GEMM rates against them.
 pub(crate) fn peak_table() {
     let threads = rayon::current_num_threads();
-    println!("\nArithmetic peak (register-only probes; best of 5 runs, every thread at once):\n");
+    println!(
+        "\nArithmetic peak (register-only probes; best of 5 runs). Rates per CPU second are the \
+         core's own while the thread runs (what a shared, loaded machine still shows); GFLOP/s \
+         are per second of wall time with every thread busy at once.\n"
+    );
     #[cfg(target_arch = "x86_64")]
     let (ghz1, ghz_all) = {
-        let one = on_one_thread(&clock_probe).0 / 1e9;
-        let all = on_all_threads(&clock_probe).0 / 1e9 / threads as f64;
+        let one = on_one_thread(&clock_probe).1 / 1e9;
+        let all = on_all_threads(&clock_probe).1 / 1e9;
         (one, all)
     };
     #[cfg(not(target_arch = "x86_64"))]
     let (ghz1, ghz_all) = (f64::NAN, f64::NAN);
     println!(
-        "clock (dependent integer adds, 1 per cycle): {ghz1:.2} GHz on one thread, {ghz_all:.2} GHz per core with {threads} threads busy\n"
+        "clock (dependent integer adds, 1 per cycle, per CPU second): {ghz1:.2} GHz on one thread, {ghz_all:.2} GHz with {threads} threads busy\n"
     );
     println!(
-        "| probe (f32) | GFLOP/s, 1 thread | FLOP per cycle | GFLOP/s, {threads} threads | per CPU second |"
+        "| probe (f32) | GFLOP per CPU second, 1 thread | FLOP per cycle | GFLOP/s, {threads} threads | per CPU second, {threads} threads |"
     );
     println!("| --- | --- | --- | --- | --- |");
     let mut peak_mul_add = f64::NAN;
@@ -331,7 +335,7 @@ pub(crate) fn peak_table() {
             continue;
         }
         let work = move || probe.run();
-        let one = on_one_thread(&work).0 / 1e9;
+        let one = on_one_thread(&work).1 / 1e9;
         let (all, all_cpu) = on_all_threads(&work);
         let engine_uses = matches!(
             (probe, level),
@@ -356,7 +360,7 @@ pub(crate) fn peak_table() {
          crate reaches here; blocked and packed, fused multiply-adds)\n"
     );
     println!(
-        "| product | kernel | GFLOP/s, 1 thread | of the engine's peak (1 thread) | GFLOP/s, {threads} threads | per CPU second |"
+        "| product | kernel | GFLOP per CPU second, 1 thread | of the engine's peak | GFLOP/s, {threads} threads | per CPU second, {threads} threads |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
     let shapes: [(&str, usize, usize, usize, bool); 3] = [
@@ -391,7 +395,7 @@ pub(crate) fn peak_table() {
         };
         for (name, which) in kernels {
             let work = move || gemm_work(m, n, k, reps, which);
-            let one = on_one_thread(&work).0 / 1e9;
+            let one = on_one_thread(&work).1 / 1e9;
             let (all, all_cpu) = on_all_threads(&work);
             println!(
                 "| {label} | {name} | {one:.1} | {:.0}% | {:.1} | {:.1} |",
