@@ -14,6 +14,12 @@
 //! records of every episode and step in one fixed order. Hence results do not depend on the
 //! number of threads.
 //!
+//! What does not depend on the recurrence (the input layer, the output layer, and backward
+//! `du = dz·W_iᵀ` with the input layer's ReLU and `d loss / d x`) is one product or pass over
+//! all of a chunk's `rows · T` rows instead of one per step, with the same bits. The cell's
+//! pre-activation `z = b_h + b_i + h_prev·W_h + u·W_i` stays one sum per step in that order,
+//! the per-episode path's.
+//!
 //! The records are episode-major, `(B, T, len)` per quantity, like [`Episodes::input`]: a
 //! chunk's rows are one contiguous block, and the weight-gradient GEMM reads every
 //! quantity as one `(B·T) × len` matrix.
