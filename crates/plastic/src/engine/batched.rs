@@ -443,9 +443,7 @@ impl<F: Float> Batch<'_, F> {
         if d.input_layer {
             // the ReLU's adjoint, in place: du where u > 0, else 0
             for (g, &u) in ch.dain.iter_mut().zip(ch.u.iter()) {
-                if !(u > F::zero()) {
-                    *g = F::zero();
-                }
+                *g = if u > F::zero() { *g } else { F::zero() };
             }
             if inputs {
                 ch.dx.fill(F::zero());
