@@ -578,38 +578,14 @@ fn child(task: &str, overrides: &[String], steps: usize, per_episode: bool) -> R
     Ok(())
 }
 
-/// CPU time of all this process's threads so far, in ms (the per-thread scheduler
-/// statistics, in ns).
+/// CPU time of all this process's threads so far, in ms.
 fn cpu_ms() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return f64::NAN;
-    };
-    let mut ns = 0.0;
-    for t in tasks.flatten() {
-        if let Some(v) = std::fs::read_to_string(t.path().join("schedstat"))
-            .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        {
-            ns += v;
-        }
-    }
-    ns / 1e6
+    crate::bench_peak::process_cpu_ms()
 }
 
 /// CPU time of the calling thread so far, in ms.
 fn thread_cpu_ms() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |ns| ns / 1e6)
+    crate::bench_peak::thread_cpu_ms()
 }
 
 /// The simple model of one training step's cost (README, "Speed and memory"): the FLOPs of
@@ -786,6 +762,7 @@ fn kernel_table() {
         rayon::current_num_threads(),
         all.1
     );
+    crate::bench_peak::peak_table();
 }
 
 /// L2 bandwidth: a triad `a = b + s·c` over 3 × 64 KiB arrays per thread (in L2, not in

@@ -3,6 +3,7 @@
 
 mod analyze;
 mod bench;
+mod bench_peak;
 mod fsc;
 mod plot;
 mod pretrain;

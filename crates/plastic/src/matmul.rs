@@ -117,6 +117,27 @@ fn accumulate<F: Float>(
             k0: usize,
             k1: usize,
         ) {
+            if let (Some(d), Some(a), Some(b)) = (as_f32_mut(d), as_f32(a), as_f32(b)) {
+                // dst rows r0.. (held in `d`, n apart); A (i, kk) at kk·m + r0 + i
+                let rows = d.len() / n;
+                assert!(a.len() >= k1 * m && r0 + rows <= m && b.len() >= k1 * n);
+                // SAFETY: the asserts bound every element the kernel reaches.
+                return unsafe {
+                    avx512_f32::gemm(
+                        d.as_mut_ptr(),
+                        n,
+                        a.as_ptr().add(r0),
+                        1,
+                        m,
+                        b.as_ptr(),
+                        n,
+                        rows,
+                        n,
+                        k0,
+                        k1,
+                    )
+                };
+            }
             tiles::<F, 4, 32>(d, a, b, m, n, r0, k0, k1)
         }
         #[target_feature(enable = "avx2")]
@@ -258,6 +279,24 @@ pub fn gemm_nn<F: Float>(
             n: usize,
             k: usize,
         ) {
+            if let (Some(c), Some(a), Some(b)) = (as_f32_mut(c), as_f32(a), as_f32(b)) {
+                // SAFETY: gemm_nn's asserts bound every element the kernel reaches.
+                return unsafe {
+                    avx512_f32::gemm(
+                        c.as_mut_ptr(),
+                        ldc,
+                        a.as_ptr(),
+                        lda,
+                        1,
+                        b.as_ptr(),
+                        n,
+                        m,
+                        n,
+                        0,
+                        k,
+                    )
+                };
+            }
             nn_tiles::<F, 4, 32>(c, ldc, a, lda, b, m, n, k)
         }
         #[target_feature(enable = "avx2")]
@@ -350,6 +389,144 @@ fn nn_tiles<F: Float, const MR: usize, const NR: usize>(
     }
 }
 
+/// `x` as `f32`s, when `F` is `f32`.
+fn as_f32<F: Float>(x: &[F]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>())
+        // SAFETY: F is f32.
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) })
+}
+
+/// `x` as `f32`s, when `F` is `f32`.
+fn as_f32_mut<F: Float>(x: &mut [F]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>())
+        // SAFETY: F is f32.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<f32>(), x.len()) })
+}
+
+/// The `f32` AVX-512 kernel of both GEMMs, written with intrinsics so that the register
+/// tile can be 8 rows × 32 columns (16 accumulators; the generic tiles above stay at 4 × 32,
+/// larger arrays of accumulators are not kept in registers by the compiler). The order is
+/// the module's: every element starts from its value in `C` and adds its products
+/// `A[i, kk]·B[kk, j]` for `kk` in `k0..k1` in order, each product rounded (`vmulps`) and
+/// then added (`vaddps`), exactly what the scalar `c += a * b` does; the last column panel
+/// is masked, rows left over after the 8-row tiles go in tiles of 4 and 1.
+#[cfg(target_arch = "x86_64")]
+mod avx512_f32 {
+    use std::arch::x86_64::*;
+
+    /// `C[i, j] += Σ_{kk ∈ k0..k1} A[i, kk]·B[kk, j]` for `i < m`, `j < n`, with `C[i, j]`
+    /// at `c + i·ldc + j`, `A[i, kk]` at `a + i·a_rs + kk·a_ks` and `B[kk, j]` at
+    /// `b + kk·ldb + j`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and every element named above is in bounds.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm(
+        c: *mut f32,
+        ldc: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_ks: usize,
+        b: *const f32,
+        ldb: usize,
+        m: usize,
+        n: usize,
+        k0: usize,
+        k1: usize,
+    ) {
+        let g = Panel {
+            c,
+            ldc,
+            a,
+            a_rs,
+            a_ks,
+            b,
+            ldb,
+            k0,
+            k1,
+        };
+        let mut j0 = 0;
+        while j0 < n {
+            // panels of 64 columns (4 vectors per row), the last one masked
+            let w = (n - j0).min(64);
+            let masks: [__mmask16; 4] =
+                std::array::from_fn(|v| lanes(w.saturating_sub(16 * v).min(16)));
+            let mut i0 = 0;
+            while i0 + 6 <= m {
+                g.tile::<6>(i0, j0, &masks);
+                i0 += 6;
+            }
+            if i0 + 4 <= m {
+                g.tile::<4>(i0, j0, &masks);
+                i0 += 4;
+            }
+            if i0 + 2 <= m {
+                g.tile::<2>(i0, j0, &masks);
+                i0 += 2;
+            }
+            if i0 < m {
+                g.tile::<1>(i0, j0, &masks);
+            }
+            j0 += 64;
+        }
+    }
+
+    /// The mask of the first `w` of 16 lanes.
+    #[inline(always)]
+    fn lanes(w: usize) -> __mmask16 {
+        ((1u32 << w) - 1) as __mmask16
+    }
+
+    struct Panel {
+        c: *mut f32,
+        ldc: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_ks: usize,
+        b: *const f32,
+        ldb: usize,
+        k0: usize,
+        k1: usize,
+    }
+
+    impl Panel {
+        /// Rows `i0..i0 + MR`, columns `j0..j0 + 64` (lanes masked by `masks`): `MR × 4`
+        /// accumulators, each broadcast of `A` used for 4 products.
+        #[inline(always)]
+        unsafe fn tile<const MR: usize>(&self, i0: usize, j0: usize, masks: &[__mmask16; 4]) {
+            let mut acc = [[_mm512_setzero_ps(); 4]; MR];
+            for (r, row) in acc.iter_mut().enumerate() {
+                let p = self.c.add((i0 + r) * self.ldc + j0);
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = _mm512_maskz_loadu_ps(masks[v], p.wrapping_add(16 * v));
+                }
+            }
+            let mut ap = self.a.add(i0 * self.a_rs + self.k0 * self.a_ks);
+            let mut bp = self.b.add(self.k0 * self.ldb + j0);
+            for _ in self.k0..self.k1 {
+                let bv: [__m512; 4] = std::array::from_fn(|v| {
+                    _mm512_maskz_loadu_ps(masks[v], bp.wrapping_add(16 * v))
+                });
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*ap.add(r * self.a_rs));
+                    for (s, &b) in row.iter_mut().zip(&bv) {
+                        *s = _mm512_add_ps(*s, _mm512_mul_ps(x, b));
+                    }
+                }
+                ap = ap.wrapping_add(self.a_ks);
+                bp = bp.wrapping_add(self.ldb);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let p = self.c.add((i0 + r) * self.ldc + j0);
+                for (v, &x) in row.iter().enumerate() {
+                    _mm512_mask_storeu_ps(p.wrapping_add(16 * v), masks[v], x);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +544,8 @@ mod tests {
             (8, 33, 100),
             (17, 2, 300),
             (128, 129, 40),
+            (13, 130, 21),
+            (7, 64, 5),
         ] {
             let (a, b) = (data(k * m, 1), data(k * n, 2));
             let mut dst = vec![0.0f32; m * n];
@@ -398,6 +577,9 @@ mod tests {
                 (8, 32, 100, 100, 32),
                 (17, 70, 33, 40, 75),
                 (16, 192, 192, 3840, 192),
+                (13, 130, 21, 25, 131),
+                (11, 64, 3, 3, 64),
+                (5, 17, 8, 8, 20),
             ] {
                 let (a, b) = (data((m - 1) * lda + k, 3), data(k * n, 4));
                 let init = data((m - 1) * ldc + n, 5);

@@ -14,6 +14,12 @@
 //! records of every episode and step in one fixed order. Hence results do not depend on the
 //! number of threads.
 //!
+//! What does not depend on the recurrence (the input layer, the output layer, and backward
+//! `du = dz·W_iᵀ` with the input layer's ReLU and `d loss / d x`) is one product or pass over
+//! all of a chunk's `rows · T` rows instead of one per step, with the same bits. The cell's
+//! pre-activation `z = b_h + b_i + h_prev·W_h + u·W_i` stays one sum per step in that order,
+//! the per-episode path's.
+//!
 //! The records are episode-major, `(B, T, len)` per quantity, like [`Episodes::input`]: a
 //! chunk's rows are one contiguous block, and the weight-gradient GEMM reads every
 //! quantity as one `(B·T) × len` matrix.
@@ -195,7 +201,6 @@ struct Scratch<F> {
     dhn: Vec<F>,
     dhr: Vec<F>,
     dact: Vec<F>,
-    du: Vec<F>,
     zeros: Vec<F>,
 }
 
@@ -210,7 +215,6 @@ impl<F: Float> Scratch<F> {
             dhn: z(d.h),
             dhr: z(d.h),
             dact: z(d.gh),
-            du: z(d.hin),
             zeros: vec![F::zero(); d.h],
         }
     }
@@ -231,12 +235,29 @@ impl<F: Float> Batch<'_, F> {
     }
 
     /// Runs the chunk's rows forward through all steps, filling their records. `w_out_t` is
-    /// `W_outᵀ`.
+    /// `W_outᵀ`. The input layer and the output layer do not depend on the recurrence and
+    /// are one pass each over all the chunk's `rows · T` rows; the cell's pre-activation
+    /// stays step by step, so that its sum keeps the per-episode path's order.
     fn forward(&self, ch: &mut ChunkRecords<'_, F>, s: &mut Scratch<F>, w_out_t: &[F]) {
         let net = self.net;
         let d = self.d;
         let (rows, tl) = (ch.rows, d.t);
+        let all = rows * tl;
         let x_all = &self.ep.input[ch.b0 * tl * d.i..(ch.b0 + rows) * tl * d.i];
+        // input layer: u = relu(b + x·W_in), or u = x (docs/fsc.md §5)
+        let u_all: &[F] = if d.input_layer {
+            let b_in = net.b(LayerId::In);
+            for u in ch.u.chunks_exact_mut(d.h) {
+                u.copy_from_slice(b_in);
+            }
+            gemm_nn(ch.u, d.h, x_all, d.i, net.w(LayerId::In), all, d.h, d.i);
+            for v in ch.u.iter_mut() {
+                *v = cell::relu(*v);
+            }
+            &*ch.u
+        } else {
+            x_all
+        };
         let bias_z: Vec<F> = net
             .b(LayerId::RecH)
             .iter()
@@ -244,58 +265,35 @@ impl<F: Float> Batch<'_, F> {
             .map(|(&a, &b)| a + b)
             .collect();
         for t in 0..tl {
-            // input layer: u = relu(b + x·W_in), or u = x (docs/fsc.md §5)
-            let (u_src, u_off, u_ld): (&[F], usize, usize) = if d.input_layer {
-                for r in 0..rows {
-                    let o = self.at(r, t, d.h);
-                    ch.u[o..o + d.h].copy_from_slice(net.b(LayerId::In));
-                }
-                gemm_nn(
-                    &mut ch.u[t * d.h..],
-                    tl * d.h,
-                    &x_all[t * d.i..],
-                    tl * d.i,
-                    net.w(LayerId::In),
-                    rows,
-                    d.h,
-                    d.i,
-                );
-                for r in 0..rows {
-                    let o = self.at(r, t, d.h);
-                    for v in &mut ch.u[o..o + d.h] {
-                        *v = cell::relu(*v);
-                    }
-                }
-                (&ch.u[..], t * d.h, tl * d.h)
-            } else {
-                (x_all, t * d.i, tl * d.i)
-            };
-            // z = b_h + b_i + h_prev·W_h + u·W_i
+            // z = b_h + b_i + h_prev·W_h + u·W_i, summed in that order (the per-episode
+            // path's), in `act` until the cell replaces it by the activations; h_0 = 0
             for r in 0..rows {
-                s.z[r * d.gh..(r + 1) * d.gh].copy_from_slice(&bias_z);
+                let oa = self.at(r, t, d.gh);
+                ch.act[oa..oa + d.gh].copy_from_slice(&bias_z);
+            }
+            if t > 0 {
+                gemm_nn(
+                    &mut ch.act[t * d.gh..],
+                    tl * d.gh,
+                    &ch.hprev[t * d.h..],
+                    tl * d.h,
+                    net.w(LayerId::RecH),
+                    rows,
+                    d.gh,
+                    d.h,
+                );
             }
             gemm_nn(
-                &mut s.z,
-                d.gh,
-                &ch.hprev[t * d.h..],
-                tl * d.h,
-                net.w(LayerId::RecH),
-                rows,
-                d.gh,
-                d.h,
-            );
-            gemm_nn(
-                &mut s.z,
-                d.gh,
-                &u_src[u_off..],
-                u_ld,
+                &mut ch.act[t * d.gh..],
+                tl * d.gh,
+                &u_all[t * d.hin..],
+                tl * d.hin,
                 net.w(LayerId::RecI),
                 rows,
                 d.gh,
                 d.hin,
             );
             for r in 0..rows {
-                let z = &s.z[r * d.gh..(r + 1) * d.gh];
                 let (oa, oh) = (self.at(r, t, d.gh), self.at(r, t, d.h));
                 let act = &mut ch.act[oa..oa + d.gh];
                 // the hidden state before LayerNorm goes to `hr` with LayerNorm, else to `hn`
@@ -305,6 +303,8 @@ impl<F: Float> Batch<'_, F> {
                     &mut ch.hn[oh..oh + d.h]
                 };
                 if d.lstm {
+                    let z = &mut s.z[..d.gh];
+                    z.copy_from_slice(act);
                     let (head, tail) = ch.c.split_at_mut(oh);
                     let c_prev = if t == 0 {
                         &s.zeros[..]
@@ -320,8 +320,11 @@ impl<F: Float> Batch<'_, F> {
                         h_raw,
                     );
                 } else {
-                    cell::rnn_forward(z, act);
-                    h_raw.copy_from_slice(act);
+                    // act = h = relu(z), in place
+                    for (a, h) in act.iter_mut().zip(h_raw.iter_mut()) {
+                        *a = cell::relu(*a);
+                        *h = *a;
+                    }
                 }
                 if let Some((g, b)) = net.ln_params() {
                     let (mu, rstd) =
@@ -335,14 +338,12 @@ impl<F: Float> Batch<'_, F> {
                     ch.hprev[on..on + d.h].copy_from_slice(&ch.hn[oh..oh + d.h]);
                 }
             }
-            // y = b_out + hn·W_out, as D dot products (D is narrower than a vector)
-            let b_out = net.b(LayerId::Out);
-            for r in 0..rows {
-                let (o, oh) = (self.at(r, t, d.d), self.at(r, t, d.h));
-                let hn = &ch.hn[oh..oh + d.h];
-                for (j, y) in ch.y[o..o + d.d].iter_mut().enumerate() {
-                    *y = b_out[j] + kernels::dot(hn, &w_out_t[j * d.h..(j + 1) * d.h]);
-                }
+        }
+        // y = b_out + hn·W_out for every step, as D dot products (D is narrower than a vector)
+        let b_out = net.b(LayerId::Out);
+        for (hn, y) in ch.hn.chunks_exact(d.h).zip(ch.y.chunks_exact_mut(d.d)) {
+            for (j, y) in y.iter_mut().enumerate() {
+                *y = b_out[j] + kernels::dot(hn, &w_out_t[j * d.h..(j + 1) * d.h]);
             }
         }
     }
@@ -450,48 +451,28 @@ impl<F: Float> Batch<'_, F> {
                     d.gh,
                 );
             }
-            // du = dz·W_iᵀ, then the input layer's ReLU, or d loss / d x = du
-            if !(d.input_layer || inputs) {
-                continue;
+        }
+        // du = dz·W_iᵀ for every step (off the recurrence: one product over the chunk's
+        // rows · T rows), then the input layer's ReLU, or d loss / d x = du
+        if !(d.input_layer || inputs) {
+            return;
+        }
+        let all = rows * tl;
+        let du: &mut [F] = if d.input_layer {
+            &mut *ch.dain
+        } else {
+            &mut *ch.dx
+        };
+        du.fill(F::zero());
+        gemm_nn(du, d.hin, ch.dz, d.gh, &wt.w_i, all, d.hin, d.gh);
+        if d.input_layer {
+            // the ReLU's adjoint, in place: du where u > 0, else 0
+            for (g, &u) in ch.dain.iter_mut().zip(ch.u.iter()) {
+                *g = if u > F::zero() { *g } else { F::zero() };
             }
-            s.du.fill(F::zero());
-            gemm_nn(
-                &mut s.du,
-                d.hin,
-                &ch.dz[t * d.gh..],
-                tl * d.gh,
-                &wt.w_i,
-                rows,
-                d.hin,
-                d.gh,
-            );
-            if d.input_layer {
-                for r in 0..rows {
-                    let oh = self.at(r, t, d.h);
-                    let du = &s.du[r * d.h..(r + 1) * d.h];
-                    super::forward::relu_mask(&mut ch.dain[oh..oh + d.h], du, &ch.u[oh..oh + d.h]);
-                }
-                if inputs {
-                    for r in 0..rows {
-                        let o = self.at(r, t, d.i);
-                        ch.dx[o..o + d.i].fill(F::zero());
-                    }
-                    gemm_nn(
-                        &mut ch.dx[t * d.i..],
-                        tl * d.i,
-                        &ch.dain[t * d.h..],
-                        tl * d.h,
-                        &wt.w_in,
-                        rows,
-                        d.i,
-                        d.h,
-                    );
-                }
-            } else {
-                for r in 0..rows {
-                    let o = self.at(r, t, d.i);
-                    ch.dx[o..o + d.i].copy_from_slice(&s.du[r * d.i..(r + 1) * d.i]);
-                }
+            if inputs {
+                ch.dx.fill(F::zero());
+                gemm_nn(ch.dx, d.i, ch.dain, d.h, &wt.w_in, all, d.i, d.h);
             }
         }
     }

@@ -104,6 +104,9 @@ pub fn estimate(config: &RunConfig, threads: usize, training: bool) -> MemoryEst
     let stride = 10.0 * h + 3.0 * gh + 2.0 * d + 16.0;
     let batch = b * t * (i + o) * s + b * (t * o + 6.0 * t) * s * 2.0;
     let base = 8.0 * 1024.0 * 1024.0 + threads as f64 * 64.0 * 1024.0;
+    if !net.is_plastic() {
+        return batched_estimate(config, &net, s, threads, training, p, max_w, batch, base);
+    }
     if !training {
         // eval: parameters (+ the all-ones α of a network without learned α), one forward
         // workspace per thread (two plastic slots), the per-step series
@@ -140,6 +143,63 @@ pub fn estimate(config: &RunConfig, threads: usize, training: bool) -> MemoryEst
         checkpoint: 2.0 * 5.0 * p * s,
         records,
         workspaces: workers * workspace,
+        batch,
+        base,
+    }
+}
+
+/// [`estimate`] of a network without plastic weights, which runs on the batched path
+/// (`engine/batched.rs`): one record per quantity for the whole batch, `(B, T, len)`, no
+/// per-episode workspaces and no rank-1 records, one gradient.
+#[allow(clippy::too_many_arguments)]
+fn batched_estimate(
+    config: &RunConfig,
+    net: &crate::config::NetworkConfig,
+    s: f64,
+    threads: usize,
+    training: bool,
+    p: f64,
+    max_w: f64,
+    batch: f64,
+    base: f64,
+) -> MemoryEstimate {
+    let (i, h) = (net.input_size as f64, net.hidden_size as f64);
+    let (d, gh) = (net.full_output_size() as f64, net.gates() as f64 * h);
+    let flag = |on: bool| f64::from(u8::from(on));
+    let (il, lstm, ln) = (
+        flag(net.input_layer),
+        flag(net.rnn == crate::config::CellKind::Lstm),
+        flag(net.layernorm),
+    );
+    let hin = if net.input_layer { h } else { i };
+    let (b, t) = (config.train.batch_size as f64, config.task.steps() as f64);
+    // per row (episode and step): hn, h_prev, the activations, y; u with an input layer; c
+    // and tanh(c) for the LSTM; the raw hidden state and (μ, r) with LayerNorm
+    let forward_row = 2.0 * h + gh + d + il * h + lstm * 2.0 * h + ln * (h + 2.0);
+    // training adds dy, dz, the loss term, and the adjoints of u and of LayerNorm's output
+    let row = if training {
+        forward_row + d + gh + 1.0 + il * h + ln * h
+    } else {
+        forward_row
+    };
+    // the transposed weights, and one chunk's scratch per worker thread (z, dh, dc, dc',
+    // dhn, dhr, the gate adjoints; 16 rows)
+    let transposes = il * i * h + gh * h + hin * gh + h * d;
+    let rows = b.clamp(1.0, 16.0);
+    let workers = (threads.max(1) as f64).min((b / rows).ceil().max(1.0));
+    let scratch = rows * (2.0 * gh + 5.0 * h) + h;
+    let parameters = if training {
+        // params, best, Adam m/v/v_max, the gradient, the network's copy for the final
+        // test, the mask (1 byte)
+        (p * 7.0 + max_w) * s + p
+    } else {
+        (p + max_w) * s
+    };
+    MemoryEstimate {
+        parameters,
+        checkpoint: if training { 2.0 * 5.0 * p } else { 2.0 * p } * s,
+        records: b * t * row * s,
+        workspaces: (transposes + workers * scratch) * s,
         batch,
         base,
     }
@@ -194,4 +254,39 @@ pub fn check(config: &RunConfig, threads: usize, training: bool) -> Result<Memor
         )));
     }
     Ok(est)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The estimate of `none` follows the batched path: the records of the whole batch,
+    /// no per-episode workspaces (compared with `/usr/bin/time -v` in the README).
+    #[test]
+    fn none_follows_the_batched_path() {
+        let base = RunConfig::defaults("cue-reward").unwrap();
+        let none = |o: &[&str]| {
+            let mut all = vec!["plasticity=none"];
+            all.extend_from_slice(o);
+            estimate(&base.with_overrides(&all).unwrap(), 2, true)
+        };
+        let rnn = none(&["rnn=rnn", "hidden_size=192"]);
+        let lstm = none(&["rnn=lstm", "hidden_size=128"]);
+        println!("cue-rnn-none-h192: {rnn}\ncue-lstm-none-h128: {lstm}");
+        // B·T rows of 2H + gH + D (+ H input layer) forward, + D + gH + 1 (+ H) backward
+        let (b, t) = (base.train.batch_size as f64, base.task.steps() as f64);
+        let row =
+            |h: f64, gh: f64, d: f64, il: f64| 2.0 * h + gh + d + il * h + d + gh + 1.0 + il * h;
+        let d = base.network_config().full_output_size() as f64;
+        let il = f64::from(u8::from(base.network_config().input_layer));
+        assert_eq!(rnn.records, b * t * row(192.0, 192.0, d, il) * 4.0);
+        assert_eq!(
+            lstm.records,
+            b * t * (row(128.0, 512.0, d, il) + 2.0 * 128.0) * 4.0
+        );
+        // more records with a larger batch, and no per-episode workspace
+        let big = none(&["rnn=rnn", "hidden_size=192", "batch_size=128"]);
+        assert_eq!(big.records, 2.0 * rnn.records);
+        assert!(rnn.workspaces < 1e6, "{rnn}");
+    }
 }
