@@ -395,7 +395,23 @@ impl<F: Float> Engine<F> {
         loss: Loss,
         request: GradRequest,
     ) -> Result<Gradient<F>> {
-        self.backward(net, ep, Seed::Loss(loss), request)
+        self.backward(net, ep, Seed::Loss(loss), request, &mut [])
+    }
+
+    /// [`Self::loss_and_grad_with`], also returning the outputs (B, T, O) of the forward
+    /// pass the gradient ran: the same values as [`Forward::outputs`] of [`Self::forward`],
+    /// without running the forward pass a second time.
+    pub fn loss_and_grad_with_outputs(
+        &self,
+        net: &Network<F>,
+        ep: &Episodes<F>,
+        loss: Loss,
+        request: GradRequest,
+    ) -> Result<(Gradient<F>, Vec<F>)> {
+        check_episodes(net, ep)?;
+        let mut outputs = vec![F::zero(); ep.batch * ep.steps * ep.output_size];
+        let g = self.backward(net, ep, Seed::Loss(loss), request, &mut outputs)?;
+        Ok((g, outputs))
     }
 
     /// The vector-Jacobian product for any loss the caller computes from the outputs: given
@@ -423,20 +439,22 @@ impl<F: Float> Engine<F> {
         if d_outputs.iter().any(|v| !v.is_finite()) {
             return Err(Error::Data("d_outputs contains NaN or infinity".into()));
         }
-        self.backward(net, ep, Seed::OutputAdjoint(d_outputs), request)
+        self.backward(net, ep, Seed::OutputAdjoint(d_outputs), request, &mut [])
     }
 
-    /// The one backward pass: forward and backward of every episode, seeded by `seed`.
+    /// The one backward pass: forward and backward of every episode, seeded by `seed`;
+    /// the forward pass's outputs (B, T, O) are copied into `outputs` unless it is empty.
     fn backward(
         &self,
         net: &Network<F>,
         ep: &Episodes<F>,
         seed: Seed<'_, F>,
         request: GradRequest,
+        outputs: &mut [F],
     ) -> Result<Gradient<F>> {
         check_episodes(net, ep)?;
         if self.takes_batched(net) {
-            return Ok(self.backward_batched(net, ep, seed, request));
+            return Ok(self.backward_batched(net, ep, seed, request, outputs));
         }
         let pass = Pass::new(net);
         let (bsz, t_len) = (ep.batch, ep.steps);
@@ -462,19 +480,32 @@ impl<F: Float> Engine<F> {
         } else {
             (0..bsz).map(|_| <&mut [F]>::default()).collect()
         };
+        let o = pass.dims.o;
+        let mut out_per_ep: Vec<&mut [F]> = if outputs.is_empty() {
+            (0..bsz).map(|_| <&mut [F]>::default()).collect()
+        } else {
+            outputs.chunks_mut(t_len * o).collect()
+        };
         let chunk = chunk_size(bsz);
         let nparams = net.layout().len();
         let results: Vec<(F, Vec<F>)> = per_ep
             .par_chunks_mut(chunk)
             .zip(dx_per_ep.par_chunks_mut(chunk))
+            .zip(out_per_ep.par_chunks_mut(chunk))
             .enumerate()
-            .map(|(ci, (eps, dxs))| {
+            .map(|(ci, ((eps, dxs), outs))| {
                 let mut ws = self.take_workspace();
                 let mut grad = self.take_buffer(nparams, true);
                 let mut lsum = F::zero();
-                for (j, (pairs, dx)) in eps.iter_mut().zip(dxs.iter_mut()).enumerate() {
+                for (j, ((pairs, dx), out)) in
+                    eps.iter_mut().zip(dxs.iter_mut()).zip(outs).enumerate()
+                {
                     let b = ci * chunk + j;
                     pass.run_forward(ep, b, &mut ws, true, &mut []);
+                    for t in 0..out.len() / o.max(1) {
+                        let v = StepView::at(&ws.rec, &ws.scalars, &pass.dims, t);
+                        out[t * o..(t + 1) * o].copy_from_slice(&v.y()[..o]);
+                    }
                     let mut sinks = Sinks {
                         grad: &mut grad,
                         pairs,
