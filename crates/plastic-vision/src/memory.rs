@@ -97,16 +97,18 @@ pub fn estimate(config: &FscConfig, threads: usize) -> FscMemoryEstimate {
     let cnn_tape = images * cnn.tape_floats_per_image() as f64 * s;
     // about eight block-sized arrays at once (outputs and their gradients), plus each
     // busy thread's im2col columns and GEMM output for its chunk of images (at most 8192
-    // positions, docs/cnn-library.md)
-    let mut transient: f64 = 0.0;
+    // positions, docs/cnn-library.md); the model keeps these buffers from step to step at
+    // their largest sizes, so the largest of each adds up
+    let (mut arrays, mut columns): (f64, f64) = (0.0, 0.0);
     for (cin, cout, side) in cnn.convs() {
         let plane = (side * side) as f64;
         let per_chunk = (8192.0 / plane).floor().max(1.0).min(b);
         let chunks = (b / per_chunk).ceil();
-        let columns = threads.min(chunks) * per_chunk * plane * (9.0 * cin as f64 + cout as f64);
-        transient = transient.max((8.0 * b * cout as f64 * plane + columns) * s);
+        arrays = arrays.max(8.0 * b * cout as f64 * plane);
+        columns =
+            columns.max(threads.min(chunks) * per_chunk * plane * (9.0 * cin as f64 + cout as f64));
     }
-    let cnn_transient = transient;
+    let cnn_transient = (arrays + columns) * s;
     // the model's parameters
     let net = config.network_config();
     let (h, d) = (net.hidden_size as f64, net.full_output_size() as f64);
