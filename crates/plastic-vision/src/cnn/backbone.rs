@@ -118,6 +118,35 @@ impl BackboneConfig {
         }
     }
 
+    /// Floats that the workspace of a training step on `batch` images holds besides the
+    /// tapes ([`super::CnnWorkspace`]): the largest block's arrays (ProtoNet: its ReLU
+    /// output and that output's gradient; ResNet-12: three of them) and the largest
+    /// gradient with respect to a block's input, twice (ResNet-12: three times, the
+    /// shortcut's too).
+    pub fn workspace_floats(&self, batch: usize) -> usize {
+        let (copies, largest_block, largest_input) = match self {
+            BackboneConfig::ProtoNet(c) => (
+                2,
+                (0..super::BLOCKS)
+                    .map(|k| c.channels * c.side(k) * c.side(k))
+                    .max(),
+                (1..super::BLOCKS)
+                    .map(|k| c.cin(k) * c.side(k) * c.side(k))
+                    .max(),
+            ),
+            BackboneConfig::ResNet12(c) => (
+                3,
+                (0..super::RESNET_BLOCKS)
+                    .map(|l| c.widths[l] * c.side(l) * c.side(l))
+                    .max(),
+                (1..super::RESNET_BLOCKS)
+                    .map(|l| c.cin(l) * c.side(l) * c.side(l))
+                    .max(),
+            ),
+        };
+        batch * copies * (largest_block.unwrap_or(0) + largest_input.unwrap_or(0))
+    }
+
     /// Every 3×3 convolution as (input channels, output channels, side), for memory
     /// estimates.
     pub fn convs(&self) -> Vec<(usize, usize, usize)> {

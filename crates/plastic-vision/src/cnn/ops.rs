@@ -8,8 +8,6 @@
 use plastic::Float;
 use rayon::prelude::*;
 
-use super::workspace::ChunkPool;
-
 /// Image positions per chunk that the convolution's GEMMs aim for (bounds the im2col buffer).
 const POSITIONS_PER_CHUNK: usize = 8192;
 
@@ -167,14 +165,8 @@ pub(crate) struct ConvShape {
 }
 
 /// `y (N, Cout, S, S) = conv3x3(x (N, Cin, S, S), w (Cout, Cin, 3, 3))`, cross-correlation,
-/// zero padding 1, no bias. Each chunk's im2col columns and GEMM output come from `pool`.
-pub(crate) fn conv3x3_forward<F: Float>(
-    s: ConvShape,
-    x: &[F],
-    w: &[F],
-    y: &mut [F],
-    pool: &ChunkPool<F>,
-) {
+/// zero padding 1, no bias.
+pub(crate) fn conv3x3_forward<F: Float>(s: ConvShape, x: &[F], w: &[F], y: &mut [F]) {
     let plane = s.side * s.side;
     let per = images_per_chunk(s.side);
     let k = s.cin * 9;
@@ -182,12 +174,20 @@ pub(crate) fn conv3x3_forward<F: Float>(
         .zip(x.par_chunks(per * s.cin * plane))
         .for_each(|(yc, xc)| {
             let count = xc.len() / (s.cin * plane);
-            let (mut cols_buf, mut out_buf) = (pool.take(), pool.take());
-            // both written in full before they are read
-            let cols = pool.fit(&mut cols_buf, k * count * plane);
-            im2col(xc, count, s.cin, s.side, cols);
-            let out = pool.fit(&mut out_buf, s.cout * count * plane);
-            matmul(s.cout, count * plane, k, out, false, w, false, cols, false);
+            let mut cols = vec![F::zero(); k * count * plane];
+            im2col(xc, count, s.cin, s.side, &mut cols);
+            let mut out = vec![F::zero(); s.cout * count * plane];
+            matmul(
+                s.cout,
+                count * plane,
+                k,
+                &mut out,
+                false,
+                w,
+                false,
+                &cols,
+                false,
+            );
             // (Cout, n, plane) → (n, Cout, plane)
             for o in 0..s.cout {
                 for img in 0..count {
@@ -195,13 +195,10 @@ pub(crate) fn conv3x3_forward<F: Float>(
                         .copy_from_slice(&out[(o * count + img) * plane..][..plane]);
                 }
             }
-            pool.put(cols_buf);
-            pool.put(out_buf);
         });
 }
 
 /// Backward of [`conv3x3_forward`]: `dw += d loss / d w`; `dx = d loss / d x` if asked.
-/// Each chunk's buffers come from `pool`.
 pub(crate) fn conv3x3_backward<F: Float>(
     s: ConvShape,
     x: &[F],
@@ -209,7 +206,6 @@ pub(crate) fn conv3x3_backward<F: Float>(
     dy: &[F],
     dw: &mut [F],
     dx: Option<&mut [F]>,
-    pool: &ChunkPool<F>,
 ) {
     let plane = s.side * s.side;
     let per = images_per_chunk(s.side);
@@ -227,17 +223,16 @@ pub(crate) fn conv3x3_backward<F: Float>(
             let count = per.min(s.batch - first);
             let xc = &x[first * s.cin * plane..][..count * s.cin * plane];
             let dyc = &dy[first * s.cout * plane..][..count * s.cout * plane];
-            let (mut g_buf, mut cols_buf) = (pool.take(), pool.take());
-            // dy in (Cout, n, plane), written in full
-            let g = pool.fit(&mut g_buf, s.cout * count * plane);
+            // dy in (Cout, n, plane)
+            let mut g = vec![F::zero(); s.cout * count * plane];
             for o in 0..s.cout {
                 for img in 0..count {
                     g[(o * count + img) * plane..][..plane]
                         .copy_from_slice(&dyc[(img * s.cout + o) * plane..][..plane]);
                 }
             }
-            let cols = pool.fit(&mut cols_buf, k * count * plane);
-            im2col(xc, count, s.cin, s.side, cols);
+            let mut cols = vec![F::zero(); k * count * plane];
+            im2col(xc, count, s.cin, s.side, &mut cols);
             let mut dw_part = vec![F::zero(); s.cout * k];
             // dw = g (Cout × P) · colsᵀ (P × K)
             matmul(
@@ -246,19 +241,27 @@ pub(crate) fn conv3x3_backward<F: Float>(
                 count * plane,
                 &mut dw_part,
                 false,
-                g,
+                &g,
                 false,
-                cols,
+                &cols,
                 true,
             );
             if let Some(dxc) = dxc.as_deref_mut() {
                 // dcols = wᵀ (K × Cout) · g (Cout × P)
-                matmul(k, count * plane, s.cout, cols, false, w, true, g, false);
+                matmul(
+                    k,
+                    count * plane,
+                    s.cout,
+                    &mut cols,
+                    false,
+                    w,
+                    true,
+                    &g,
+                    false,
+                );
                 dxc.fill(F::zero());
-                col2im_add(cols, count, s.cin, s.side, dxc);
+                col2im_add(&cols, count, s.cin, s.side, dxc);
             }
-            pool.put(g_buf);
-            pool.put(cols_buf);
             dw_part
         })
         .collect();

@@ -7,7 +7,7 @@ use plastic::{Error, Float, Result};
 use rayon::prelude::*;
 
 use super::ops::{self, ConvShape};
-use super::workspace::{at_least, fit, ChunkPool, Scratch};
+use super::workspace::{at_least, fit, Scratch};
 
 /// BatchNorm2d's ε (docs/fsc.md §5.1).
 pub const BN_EPS: f64 = 1e-5;
@@ -317,7 +317,7 @@ impl ProtoNet {
             let n = batch * cfg.channels * plane;
             fit(&mut tape.xhat[k], n);
             let z = &mut tape.xhat[k];
-            ops::conv3x3_forward(shape, &tape.inputs[k], &params[w..g], z, &scratch.chunks);
+            ops::conv3x3_forward(shape, &tape.inputs[k], &params[w..g], z);
             let (mean, var) = ops::channel_stats(z, batch, cfg.channels, plane);
             if let Some(bufs) = buffers.as_deref_mut() {
                 bufs[k].update(&mean, &var, batch * plane);
@@ -364,8 +364,6 @@ impl ProtoNet {
     ) -> Result<Vec<F>> {
         self.check_input(params, images, batch)?;
         let cfg = self.config;
-        // the convolutions' per-chunk buffers, reused from chunk to chunk within this call
-        let pool = ChunkPool::default();
         let mut x = images.to_vec();
         for (k, buf) in buffers.iter().enumerate().take(BLOCKS) {
             let (w, g, b) = cfg.block_offsets(k);
@@ -378,7 +376,7 @@ impl ProtoNet {
                 side,
             };
             let mut z = vec![F::zero(); batch * cfg.channels * plane];
-            ops::conv3x3_forward(shape, &x, &params[w..g], &mut z, &pool);
+            ops::conv3x3_forward(shape, &x, &params[w..g], &mut z);
             let eps = F::of(BN_EPS);
             z.par_chunks_mut(plane).enumerate().for_each(|(nc, row)| {
                 let c = nc % cfg.channels;
@@ -547,7 +545,6 @@ impl ProtoNet {
                     da,
                     &mut grads[w..g],
                     Some(&mut dx[..input.len()]),
-                    &scratch.chunks,
                 );
                 std::mem::swap(&mut d, &mut dx);
                 d_len = input.len();
@@ -559,7 +556,6 @@ impl ProtoNet {
                     da,
                     &mut grads[w..g],
                     d_images.as_deref_mut(),
-                    &scratch.chunks,
                 );
             }
             scratch.put(0, a_buf);

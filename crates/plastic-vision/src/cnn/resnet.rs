@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::backbone::Noise;
 use super::ops::{self, ConvShape};
 use super::protonet::{BatchNormBuffers, BN_EPS};
-use super::workspace::{at_least, fit, ChunkPool, Scratch};
+use super::workspace::{at_least, fit, Scratch};
 
 /// Residual blocks.
 pub const RESNET_BLOCKS: usize = 4;
@@ -688,13 +688,13 @@ impl ResNet12 {
             // a1, a2 and the block's output before pooling, in turn
             let mut a_buf = scratch.take(0, n);
             let a = &mut a_buf[..n];
-            ops::conv3x3_forward(conv(cin), &t.input, p(0, 1), z1, &scratch.chunks);
+            ops::conv3x3_forward(conv(cin), &t.input, p(0, 1), z1);
             let inv1 = bn(z1, 0);
             affine_lrelu_into(z1, p(1, 2), p(2, 3), plane, a);
-            ops::conv3x3_forward(conv(c), a, p(3, 4), z2, &scratch.chunks);
+            ops::conv3x3_forward(conv(c), a, p(3, 4), z2);
             let inv2 = bn(z2, 1);
             affine_lrelu_into(z2, p(4, 5), p(5, 6), plane, a);
-            ops::conv3x3_forward(conv(c), a, p(6, 7), z3, &scratch.chunks);
+            ops::conv3x3_forward(conv(c), a, p(6, 7), z3);
             let inv3 = bn(z3, 2);
             ops::conv1x1_forward(conv(cin), &t.input, p(9, 10), zd);
             let invd = bn(zd, 3);
@@ -742,8 +742,6 @@ impl ResNet12 {
         self.check_input(params, images, batch)?;
         self.check_buffers(buffers)?;
         let cfg = self.config;
-        // the convolutions' per-chunk buffers, reused from chunk to chunk within this call
-        let pool = ChunkPool::default();
         let mut x = images.to_vec();
         for l in 0..RESNET_BLOCKS {
             let o = cfg.block_offsets(l);
@@ -757,13 +755,13 @@ impl ResNet12 {
                 side,
             };
             let mut z = vec![F::zero(); batch * c * plane];
-            ops::conv3x3_forward(conv(cin), &x, &params[o[0]..o[1]], &mut z, &pool);
+            ops::conv3x3_forward(conv(cin), &x, &params[o[0]..o[1]], &mut z);
             batch_norm_eval(&mut z, &bufs[0], plane);
             let a1 = affine_lrelu(&z, &params[o[1]..o[2]], &params[o[2]..o[3]], plane);
-            ops::conv3x3_forward(conv(c), &a1, &params[o[3]..o[4]], &mut z, &pool);
+            ops::conv3x3_forward(conv(c), &a1, &params[o[3]..o[4]], &mut z);
             batch_norm_eval(&mut z, &bufs[1], plane);
             let a2 = affine_lrelu(&z, &params[o[4]..o[5]], &params[o[5]..o[6]], plane);
-            ops::conv3x3_forward(conv(c), &a2, &params[o[6]..o[7]], &mut z, &pool);
+            ops::conv3x3_forward(conv(c), &a2, &params[o[6]..o[7]], &mut z);
             batch_norm_eval(&mut z, &bufs[2], plane);
             let mut zd = a2;
             ops::conv1x1_forward(conv(cin), &x, &params[o[9]..o[10]], &mut zd);
@@ -943,7 +941,6 @@ impl ResNet12 {
                         &d_z[..n],
                         &mut grads[w..g],
                         Some(&mut *d_a),
-                        &scratch.chunks,
                     );
                     lrelu_backward(d_a, a);
                     std::mem::swap(&mut d_z, &mut d_next);
@@ -962,7 +959,6 @@ impl ResNet12 {
                         } else {
                             None
                         },
-                        &scratch.chunks,
                     );
                     if want_dx {
                         dx[..in_len]
