@@ -4,10 +4,14 @@
 //! largest block's transient buffers, the parameter-sized buffers of the trainer and its
 //! checkpoint, the plastic RNN's per-thread workspace, and the image data set in memory.
 //!
-//! Checked against the peak resident memory `/usr/bin/time -v` reports: a ResNet-12 run on
-//! the procedural set (32×32), batch 16, f32, 2 threads, 3 updates: estimated 1.09 GiB,
-//! measured 1.14 GiB (1,191,544 kB); the same at batch 64 (the `fsc_resnet` CIFAR-FS
-//! size), 1 update: estimated 2.33 GiB, measured 2.23 GiB (2,336,628 kB).
+//! Checked against the peak resident memory `/usr/bin/time -v` reports, with the CNN's
+//! buffers kept from step to step: a ResNet-12 run on the procedural set (32×32), batch
+//! 16, f32, 2 threads, 3 updates, `test_batch = 2`: estimated 1,169,780 kB, measured
+//! 1,202,348 kB; the same at batch 64 (the `fsc_resnet` CIFAR-FS size), 1 update,
+//! `test_batch = 1`: estimated 2,465,799 kB, measured 2,447,012 kB. The training step
+//! alone (`plastic bench --fsc`, whose process holds 40 images instead of a data set):
+//! ProtoNet at 84×84, estimated 2.62 GB, measured 2.64 GB (2,577,580 kB); at 32×32, 571 MB
+//! against 598 MB.
 
 use std::fmt;
 

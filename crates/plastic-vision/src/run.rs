@@ -889,6 +889,8 @@ impl<F: Float, M: FscLearner<F>> Trainer<F, M> {
             observer.step(step, r.loss);
         }
         let elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
+        // training is over: its buffers are not needed by the test below
+        self.model.release_memory();
         // the best parameters on the fixed test episodes (training is over: the model
         // takes them)
         self.model.params_mut().copy_from_slice(&self.best_params);

@@ -3,7 +3,7 @@
 //! pass. At 84×84 a ProtoNet training step keeps ≈ 2 GB of tapes; allocated afresh every
 //! step, those pages were mapped and zero-filled by the kernel again each time. (The
 //! convolutions' per-chunk im2col buffers, a few MB each, stay per call: pooling them
-//! measured no faster and raised the 32×32 step's peak by 20 MB.)
+//! measured no faster.)
 //!
 //! Nothing here changes a result: every buffer taken from a workspace is written in full
 //! before it is read, so its earlier contents never matter.
