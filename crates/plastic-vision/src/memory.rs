@@ -4,10 +4,14 @@
 //! largest block's transient buffers, the parameter-sized buffers of the trainer and its
 //! checkpoint, the plastic RNN's per-thread workspace, and the image data set in memory.
 //!
-//! Checked against the peak resident memory `/usr/bin/time -v` reports: a ResNet-12 run on
-//! the procedural set (32×32), batch 16, f32, 2 threads, 3 updates: estimated 1.09 GiB,
-//! measured 1.14 GiB (1,191,544 kB); the same at batch 64 (the `fsc_resnet` CIFAR-FS
-//! size), 1 update: estimated 2.33 GiB, measured 2.23 GiB (2,336,628 kB).
+//! Checked against the peak resident memory `/usr/bin/time -v` reports, with the CNN's
+//! buffers kept from step to step: a ResNet-12 run on the procedural set (32×32), batch
+//! 16, f32, 2 threads, 3 updates, `test_batch = 2`: estimated 1,169,780 kB, measured
+//! 1,202,348 kB; the same at batch 64 (the `fsc_resnet` CIFAR-FS size), 1 update,
+//! `test_batch = 1`: estimated 2,465,799 kB, measured 2,447,012 kB. The training step
+//! alone (`plastic bench --fsc`, whose process holds 40 images instead of a data set):
+//! ProtoNet at 84×84, estimated 2.62 GB, measured 2.64 GB (2,577,580 kB); at 32×32, 571 MB
+//! against 598 MB.
 
 use std::fmt;
 
@@ -19,8 +23,10 @@ pub struct FscMemoryEstimate {
     /// The CNN activations one training step keeps for its backward pass (all T steps of
     /// the batch).
     pub cnn_tape: f64,
-    /// The largest CNN block's buffers that live only during its forward or backward pass
-    /// (convolution outputs, their gradients, im2col buffers of every thread).
+    /// The CNN's buffers besides the tapes: those the model keeps from one training step
+    /// to the next (the largest block's outputs and gradients,
+    /// [`crate::cnn::BackboneConfig::workspace_floats`]) and the im2col buffers of every
+    /// thread.
     pub cnn_transient: f64,
     /// Parameters, gradient, best parameters, AdamW moments.
     pub parameters: f64,
@@ -95,18 +101,19 @@ pub fn estimate(config: &FscConfig, threads: usize) -> FscMemoryEstimate {
     // one CNN call per step on B images; every step's tape lives until the backward pass
     let images = b * t;
     let cnn_tape = images * cnn.tape_floats_per_image() as f64 * s;
-    // about eight block-sized arrays at once (outputs and their gradients), plus each
-    // busy thread's im2col columns and GEMM output for its chunk of images (at most 8192
-    // positions, docs/cnn-library.md)
-    let mut transient: f64 = 0.0;
+    // the CNN's workspace besides the tapes (kept from step to step: the largest block's
+    // buffers), plus each busy thread's im2col columns and GEMM output for its chunk of
+    // images (at most 8192 positions, docs/cnn-library.md) in the convolution that needs
+    // the most
+    let mut columns: f64 = 0.0;
     for (cin, cout, side) in cnn.convs() {
         let plane = (side * side) as f64;
         let per_chunk = (8192.0 / plane).floor().max(1.0).min(b);
         let chunks = (b / per_chunk).ceil();
-        let columns = threads.min(chunks) * per_chunk * plane * (9.0 * cin as f64 + cout as f64);
-        transient = transient.max((8.0 * b * cout as f64 * plane + columns) * s);
+        columns =
+            columns.max(threads.min(chunks) * per_chunk * plane * (9.0 * cin as f64 + cout as f64));
     }
-    let cnn_transient = transient;
+    let cnn_transient = (cnn.workspace_floats(config.batch_size) as f64 + columns) * s;
     // the model's parameters
     let net = config.network_config();
     let (h, d) = (net.hidden_size as f64, net.full_output_size() as f64);
@@ -126,7 +133,10 @@ pub fn estimate(config: &FscConfig, threads: usize) -> FscMemoryEstimate {
     let plastic = if net.is_plastic() { rnn_weights } else { 0.0 };
     let stride = 10.0 * h + 3.0 * gh + 2.0 * d + 16.0;
     let workers = threads.min(b);
+    // the engine splits the batch into at most 16 chunks of episodes, each summing its
+    // gradient in its own parameter-sized buffer (kept in the engine's pool)
     let rnn = workers * (t * stride + (t + 1.0) * plastic + 40.0 * gh) * s
+        + b.min(16.0) * rnn_params * s
         + b * t * (3.0 * (h + gh) + (h + d)) * s
         // the RNN input and its gradient, features and embeddings of every step
         + images * (2.0 * h + 2.0 * f) * s;

@@ -10,12 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use plastic::engine::GradRequest;
+use plastic::engine::{Engine, GradRequest};
 use plastic::params::{NamedTensor, ParamInfo};
 use plastic::rng::Rng;
 use plastic::{Episodes, Error, Float, Loss, Network, NetworkConfig, Result};
 
-use crate::cnn::{Backbone, BackboneConfig, BackboneTape, BatchNormBuffers, Noise, Projection};
+use crate::cnn::{Backbone, BackboneConfig, BatchNormBuffers, CnnWorkspace, Noise, Projection};
 
 /// The shape of an fsc model.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +112,9 @@ pub struct FscModel<F: Float> {
     /// A frozen CNN (docs/fsc.md §5.3): evaluation mode, no gradient, not trained.
     frozen_cnn: bool,
     net: Network<F>,
+    /// The CNN's tapes (one per episode step, slot `t`) and transient buffers, kept from
+    /// one training step to the next.
+    cnn_work: CnnWorkspace<F>,
 }
 
 /// The CNN's forward calls before the first one of a new model: the reference's
@@ -125,7 +128,8 @@ pub const CNN_CALLS_BUFFER: &str = "cnn.forward_calls";
 struct StepRecord<F> {
     features: Vec<F>,
     embedded: Vec<F>,
-    tape: Option<BackboneTape<F>>,
+    /// Whether the CNN ran in training mode, its tape in the workspace's slot of the step.
+    taped: bool,
 }
 
 impl<F: Float> FscModel<F> {
@@ -151,6 +155,7 @@ impl<F: Float> FscModel<F> {
             layout,
             params,
             net,
+            cnn_work: CnnWorkspace::new(),
         })
     }
 
@@ -210,6 +215,7 @@ impl<F: Float> FscModel<F> {
             layout,
             params: flat,
             net,
+            cnn_work: CnnWorkspace::new(),
         };
         model.set_named_buffers(buffers)?;
         Ok(model)
@@ -233,6 +239,18 @@ impl<F: Float> FscModel<F> {
             ..i.clone()
         }));
         Ok((cnn, proj, layout))
+    }
+
+    /// Frees the memory the CNN's training-mode passes keep between training steps (the
+    /// tapes of every episode step and the transient buffers; the next step allocates them
+    /// again).
+    pub fn release_memory(&mut self) {
+        self.cnn_work.release();
+    }
+
+    /// Bytes the CNN's training-mode passes keep between training steps.
+    pub fn workspace_bytes(&self) -> usize {
+        self.cnn_work.bytes()
     }
 
     /// Seeds the CNN's dropout and DropBlock masks (a model from [`Self::new`] uses its
@@ -534,12 +552,12 @@ impl<F: Float> FscModel<F> {
         for t in 0..b.steps {
             let (cnn_params, rest) = self.params.split_at(cnn_len);
             let proj_params = &rest[..self.proj.param_len()];
-            let (features, tape) = if let Some(c) = cached {
+            let (features, taped) = if let Some(c) = cached {
                 let mut f = Vec::with_capacity(b.batch * fsz);
                 for ep in 0..b.batch {
                     f.extend_from_slice(&c[(ep * b.steps + t) * fsz..][..fsz]);
                 }
-                (f, None)
+                (f, false)
             } else if train_cnn {
                 let images = self.step_images(b, t);
                 // the reference counts every forward call, training or evaluation
@@ -548,21 +566,23 @@ impl<F: Float> FscModel<F> {
                     seed: self.noise_seed,
                     call: self.cnn_calls,
                 };
-                let (f, tape) = self.cnn.forward_train(
+                let f = self.cnn.forward_train_in(
                     cnn_params,
                     &images,
                     b.batch,
                     Some(&mut self.buffers),
                     Some(noise),
+                    &mut self.cnn_work,
+                    t,
                 )?;
-                (f, Some(tape))
+                (f, true)
             } else {
                 let images = self.step_images(b, t);
                 self.cnn_calls += 1;
                 (
                     self.cnn
                         .forward_eval(cnn_params, &images, b.batch, &self.buffers)?,
-                    None,
+                    false,
                 )
             };
             let embedded = self.proj.forward(proj_params, &features, b.batch)?;
@@ -574,7 +594,7 @@ impl<F: Float> FscModel<F> {
             records.push(StepRecord {
                 features,
                 embedded,
-                tape,
+                taped,
             });
         }
         Ok((records, rnn_input))
@@ -699,12 +719,14 @@ impl<F: Float> FscModel<F> {
         self.sync_network();
         let (records, rnn_input) = self.embed(b, true, cached)?;
         let ep = self.episodes(b, rnn_input)?;
-        // the RNN's outputs for the accuracy (the gradient pass does not return them)
-        let outputs = self.net.forward(&ep, Loss::CrossEntropy)?.outputs;
+        // the accuracy from the outputs of the forward pass the gradient runs
+        let (g, outputs) = Engine::shared().loss_and_grad_with_outputs(
+            &self.net,
+            &ep,
+            Loss::CrossEntropy,
+            GradRequest { inputs: true },
+        )?;
         let correct_first_query = self.count_correct(b, &outputs);
-        let g =
-            self.net
-                .loss_and_grad_with(&ep, Loss::CrossEntropy, GradRequest { inputs: true })?;
         let d_input = g.input_grads.ok_or_else(|| {
             Error::Data("the engine returned no input gradient although asked for it".into())
         })?;
@@ -734,12 +756,19 @@ impl<F: Float> FscModel<F> {
             if self.frozen_cnn {
                 continue;
             }
-            let tape = r
-                .tape
-                .as_ref()
-                .ok_or_else(|| Error::Data("internal: a training step kept no CNN tape".into()))?;
-            self.cnn
-                .backward(cnn_params, tape, &d_features, cnn_grads, None)?;
+            if !r.taped {
+                return Err(Error::Data(
+                    "internal: a training step kept no CNN tape".into(),
+                ));
+            }
+            self.cnn.backward_in(
+                cnn_params,
+                &mut self.cnn_work,
+                t,
+                &d_features,
+                cnn_grads,
+                None,
+            )?;
         }
         Ok(FscGradient {
             loss: g.loss,

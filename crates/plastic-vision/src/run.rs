@@ -96,6 +96,10 @@ pub trait FscLearner<F: Float> {
     fn train_step(&mut self, batch: &FscBatch<F>) -> Result<StepResult<F>>;
     /// Loss and correct first queries in evaluation mode (running statistics, unchanged).
     fn evaluate(&mut self, batch: &FscBatch<F>) -> Result<EvalResult>;
+    /// Frees the memory the model keeps from one training step to the next (the CNN's
+    /// tapes and buffers), so that an evaluation and the checkpoint after it do not add to
+    /// a training step's peak; the next step allocates it again. Nothing by default.
+    fn release_memory(&mut self) {}
     /// Called once before training or testing starts, after a checkpoint was restored, with
     /// the run's data and folder (the embedding cache is built here). Nothing by default.
     fn prepare(
@@ -202,6 +206,9 @@ impl<F: Float> FscLearner<F> for FscRunModel<F> {
             loss: f.rnn.loss.f64(),
             correct: f.correct_first_query,
         })
+    }
+    fn release_memory(&mut self) {
+        self.model.release_memory();
     }
     fn prepare(
         &mut self,
@@ -319,6 +326,9 @@ impl<F: Float> FscLearner<F> for FscModel<F> {
             loss: f.rnn.loss.f64(),
             correct: f.correct_first_query,
         })
+    }
+    fn release_memory(&mut self) {
+        FscModel::release_memory(self);
     }
 }
 
@@ -486,6 +496,7 @@ pub fn evaluate_batches<F: Float, M: FscLearner<F>>(
     model: &mut M,
     batches: impl IntoIterator<Item = FscBatch<F>>,
 ) -> Result<(f64, usize, usize)> {
+    model.release_memory();
     let (mut loss, mut correct, mut total, mut n) = (0.0, 0, 0, 0);
     for b in batches {
         let r = model.evaluate(&b)?;
@@ -630,6 +641,8 @@ impl<F: Float, M: FscLearner<F>> RunKind<F> for FscRun<F, M> {
         state: &CheckpointState,
         elapsed_s: f64,
     ) -> Result<FscSummary> {
+        // training is over: its buffers are not needed by the test below
+        self.model.release_memory();
         let c = &self.config;
         self.model.params_mut().copy_from_slice(best_params);
         self.model.set_buffers(best_buffers)?;

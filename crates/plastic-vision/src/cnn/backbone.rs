@@ -8,6 +8,7 @@ use plastic::{Error, Float, Result};
 
 use super::protonet::{BatchNormBuffers, ProtoNet, ProtoNetConfig, ProtoNetTape};
 use super::resnet::{ResNet12, ResNet12Config, ResNet12Tape};
+use super::workspace::CnnWorkspace;
 
 /// The shape of one of the CNNs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,6 +118,35 @@ impl BackboneConfig {
         }
     }
 
+    /// Floats that the workspace of a training step on `batch` images holds besides the
+    /// tapes ([`super::CnnWorkspace`]): the largest block's arrays (ProtoNet: its ReLU
+    /// output and that output's gradient; ResNet-12: three of them) and the largest
+    /// gradient with respect to a block's input, twice (ResNet-12: three times, the
+    /// shortcut's too).
+    pub fn workspace_floats(&self, batch: usize) -> usize {
+        let (copies, largest_block, largest_input) = match self {
+            BackboneConfig::ProtoNet(c) => (
+                2,
+                (0..super::BLOCKS)
+                    .map(|k| c.channels * c.side(k) * c.side(k))
+                    .max(),
+                (1..super::BLOCKS)
+                    .map(|k| c.cin(k) * c.side(k) * c.side(k))
+                    .max(),
+            ),
+            BackboneConfig::ResNet12(c) => (
+                3,
+                (0..super::RESNET_BLOCKS)
+                    .map(|l| c.widths[l] * c.side(l) * c.side(l))
+                    .max(),
+                (1..super::RESNET_BLOCKS)
+                    .map(|l| c.cin(l) * c.side(l) * c.side(l))
+                    .max(),
+            ),
+        };
+        batch * copies * (largest_block.unwrap_or(0) + largest_input.unwrap_or(0))
+    }
+
     /// Every 3×3 convolution as (input channels, output channels, side), for memory
     /// estimates.
     pub fn convs(&self) -> Vec<(usize, usize, usize)> {
@@ -161,6 +191,16 @@ pub enum BackboneTape<F> {
     ProtoNet(ProtoNetTape<F>),
     /// A ResNet-12's tape.
     ResNet12(ResNet12Tape<F>),
+}
+
+impl<F> BackboneTape<F> {
+    /// Floats allocated (capacity).
+    pub(crate) fn floats(&self) -> usize {
+        match self {
+            BackboneTape::ProtoNet(t) => t.floats(),
+            BackboneTape::ResNet12(t) => t.floats(),
+        }
+    }
 }
 
 /// One of the CNNs, computing over a parameter slice laid out as
@@ -211,6 +251,81 @@ impl Backbone {
                 let (f, t) = n.forward_train(params, images, batch, buffers, noise)?;
                 Ok((f, BackboneTape::ResNet12(t)))
             }
+        }
+    }
+
+    /// [`Self::forward_train`] with the tape kept in `work`'s `slot` (any number: one per
+    /// forward pass whose backward pass is still to come) and every buffer taken from
+    /// `work`, reused from earlier calls (grown if needed); the same results. The tape
+    /// stays there for [`Self::backward_in`] with the same slot, until the slot's next
+    /// forward pass overwrites it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_train_in<F: Float>(
+        &self,
+        params: &[F],
+        images: &[F],
+        batch: usize,
+        buffers: Option<&mut [BatchNormBuffers<F>]>,
+        noise: Option<Noise>,
+        work: &mut CnnWorkspace<F>,
+        slot: usize,
+    ) -> Result<Vec<F>> {
+        if work.tapes.len() <= slot {
+            work.tapes.resize_with(slot + 1, || self.empty_tape());
+        }
+        let tape = &mut work.tapes[slot];
+        if std::mem::discriminant(tape) != std::mem::discriminant(&self.empty_tape::<F>()) {
+            *tape = self.empty_tape();
+        }
+        match (self, tape) {
+            (Backbone::ProtoNet(n), BackboneTape::ProtoNet(t)) => {
+                n.forward_train_into(params, images, batch, buffers, t, &mut work.scratch)
+            }
+            (Backbone::ResNet12(n), BackboneTape::ResNet12(t)) => {
+                n.forward_train_into(params, images, batch, buffers, noise, t, &mut work.scratch)
+            }
+            _ => Err(Error::Data(
+                "internal: the workspace's tape is not this CNN's".into(),
+            )),
+        }
+    }
+
+    /// [`Self::backward`] of the forward pass whose tape [`Self::forward_train_in`] kept in
+    /// `work`'s `slot`, with its transient buffers taken from `work`.
+    pub fn backward_in<F: Float>(
+        &self,
+        params: &[F],
+        work: &mut CnnWorkspace<F>,
+        slot: usize,
+        d_features: &[F],
+        grads: &mut [F],
+        d_images: Option<&mut [F]>,
+    ) -> Result<()> {
+        let tape = work.tapes.get(slot).ok_or_else(|| {
+            Error::Data(format!(
+                "the CNN's backward pass found no tape in slot {slot} (the workspace holds {})",
+                work.tapes.len()
+            ))
+        })?;
+        let scratch = &mut work.scratch;
+        match (self, tape) {
+            (Backbone::ProtoNet(n), BackboneTape::ProtoNet(t)) => {
+                n.backward_into(params, t, d_features, grads, d_images, scratch)
+            }
+            (Backbone::ResNet12(n), BackboneTape::ResNet12(t)) => {
+                n.backward_into(params, t, d_features, grads, d_images, scratch)
+            }
+            _ => Err(Error::Data(
+                "the CNN's backward pass got the tape of another CNN".into(),
+            )),
+        }
+    }
+
+    /// An empty tape of this CNN.
+    fn empty_tape<F>(&self) -> BackboneTape<F> {
+        match self {
+            Backbone::ProtoNet(_) => BackboneTape::ProtoNet(ProtoNetTape::default()),
+            Backbone::ResNet12(_) => BackboneTape::ResNet12(ResNet12Tape::default()),
         }
     }
 

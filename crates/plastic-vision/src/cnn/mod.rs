@@ -11,6 +11,7 @@ pub(crate) mod ops;
 mod proj;
 mod protonet;
 mod resnet;
+mod workspace;
 
 pub use backbone::{Backbone, BackboneConfig, BackboneTape, Noise};
 pub use proj::Projection;
@@ -21,3 +22,4 @@ pub use resnet::{
     drop_mask, dropblock_mask, ResNet12, ResNet12Config, ResNet12Tape, DROPBLOCK_RAMP_CALLS,
     LEAKY_SLOPE, RESNET_BLOCKS, RESNET_WIDTHS,
 };
+pub use workspace::CnnWorkspace;

@@ -7,6 +7,7 @@ use plastic::{Error, Float, Result};
 use rayon::prelude::*;
 
 use super::ops::{self, ConvShape};
+use super::workspace::{at_least, fit, Scratch};
 
 /// BatchNorm2d's ε (docs/fsc.md §5.1).
 pub const BN_EPS: f64 = 1e-5;
@@ -184,6 +185,29 @@ pub struct ProtoNetTape<F> {
     inv_std: Vec<Vec<F>>,
 }
 
+impl<F> Default for ProtoNetTape<F> {
+    /// An empty tape, to be filled by a forward pass.
+    fn default() -> Self {
+        ProtoNetTape {
+            batch: 0,
+            inputs: Vec::new(),
+            xhat: Vec::new(),
+            inv_std: Vec::new(),
+        }
+    }
+}
+
+impl<F> ProtoNetTape<F> {
+    /// Floats allocated (capacity).
+    pub(crate) fn floats(&self) -> usize {
+        [&self.inputs, &self.xhat, &self.inv_std]
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(Vec::capacity)
+            .sum()
+    }
+}
+
 /// γ·x̂ + β, then ReLU, for one block, in place over (N, C, plane).
 fn affine_relu<F: Float>(y: &mut [F], gamma: &[F], beta: &[F], plane: usize) {
     let channels = gamma.len();
@@ -246,17 +270,40 @@ impl ProtoNet {
         params: &[F],
         images: &[F],
         batch: usize,
-        mut buffers: Option<&mut [BatchNormBuffers<F>]>,
+        buffers: Option<&mut [BatchNormBuffers<F>]>,
     ) -> Result<(Vec<F>, ProtoNetTape<F>)> {
+        let mut tape = ProtoNetTape::default();
+        let features = self.forward_train_into(
+            params,
+            images,
+            batch,
+            buffers,
+            &mut tape,
+            &mut Scratch::default(),
+        )?;
+        Ok((features, tape))
+    }
+
+    /// [`Self::forward_train`] into a reused `tape` (its buffers overwritten, grown if
+    /// needed) with transient buffers from `scratch`.
+    pub(crate) fn forward_train_into<F: Float>(
+        &self,
+        params: &[F],
+        images: &[F],
+        batch: usize,
+        mut buffers: Option<&mut [BatchNormBuffers<F>]>,
+        tape: &mut ProtoNetTape<F>,
+        scratch: &mut Scratch<F>,
+    ) -> Result<Vec<F>> {
         self.check_input(params, images, batch)?;
         let cfg = self.config;
-        let mut tape = ProtoNetTape {
-            batch,
-            inputs: Vec::with_capacity(BLOCKS),
-            xhat: Vec::with_capacity(BLOCKS),
-            inv_std: Vec::with_capacity(BLOCKS),
-        };
-        let mut x = images.to_vec();
+        tape.batch = batch;
+        tape.inputs.resize_with(BLOCKS, Vec::new);
+        tape.xhat.resize_with(BLOCKS, Vec::new);
+        tape.inv_std.resize_with(BLOCKS, Vec::new);
+        fit(&mut tape.inputs[0], images.len());
+        tape.inputs[0].copy_from_slice(images);
+        let mut features = Vec::new();
         for k in 0..BLOCKS {
             let (w, g, b) = cfg.block_offsets(k);
             let side = cfg.side(k);
@@ -267,9 +314,11 @@ impl ProtoNet {
                 cout: cfg.channels,
                 side,
             };
-            let mut z = vec![F::zero(); batch * cfg.channels * plane];
-            ops::conv3x3_forward(shape, &x, &params[w..g], &mut z);
-            let (mean, var) = ops::channel_stats(&z, batch, cfg.channels, plane);
+            let n = batch * cfg.channels * plane;
+            fit(&mut tape.xhat[k], n);
+            let z = &mut tape.xhat[k];
+            ops::conv3x3_forward(shape, &tape.inputs[k], &params[w..g], z);
+            let (mean, var) = ops::channel_stats(z, batch, cfg.channels, plane);
             if let Some(bufs) = buffers.as_deref_mut() {
                 bufs[k].update(&mean, &var, batch * plane);
             }
@@ -281,16 +330,28 @@ impl ProtoNet {
                     *v = (*v - mean[c]) * inv_std[c];
                 }
             });
-            let mut a = z.clone();
-            affine_relu(&mut a, &params[g..b], &params[b..b + cfg.channels], plane);
+            let mut a = scratch.take(0, n);
+            a[..n].copy_from_slice(z);
+            affine_relu(
+                &mut a[..n],
+                &params[g..b],
+                &params[b..b + cfg.channels],
+                plane,
+            );
             let half = side / 2;
-            let mut pooled = vec![F::zero(); batch * cfg.channels * half * half];
-            ops::max_pool2_forward(&a, batch * cfg.channels, side, &mut pooled);
-            tape.inputs.push(std::mem::replace(&mut x, pooled));
-            tape.xhat.push(z);
-            tape.inv_std.push(inv_std);
+            let pooled_len = batch * cfg.channels * half * half;
+            let pooled = if k + 1 < BLOCKS {
+                fit(&mut tape.inputs[k + 1], pooled_len);
+                &mut tape.inputs[k + 1]
+            } else {
+                features = vec![F::zero(); pooled_len];
+                &mut features
+            };
+            ops::max_pool2_forward(&a[..n], batch * cfg.channels, side, pooled);
+            scratch.put(0, a);
+            tape.inv_std[k] = inv_std;
         }
-        Ok((x, tape))
+        Ok(features)
     }
 
     /// Evaluation-mode forward (running statistics, no update): the features (N, F).
@@ -354,10 +415,35 @@ impl ProtoNet {
         tape: &ProtoNetTape<F>,
         d_features: &[F],
         grads: &mut [F],
+        d_images: Option<&mut [F]>,
+    ) -> Result<()> {
+        self.backward_into(
+            params,
+            tape,
+            d_features,
+            grads,
+            d_images,
+            &mut Scratch::default(),
+        )
+    }
+
+    /// [`Self::backward_with_images`] with transient buffers from `scratch`.
+    pub(crate) fn backward_into<F: Float>(
+        &self,
+        params: &[F],
+        tape: &ProtoNetTape<F>,
+        d_features: &[F],
+        grads: &mut [F],
         mut d_images: Option<&mut [F]>,
+        scratch: &mut Scratch<F>,
     ) -> Result<()> {
         let cfg = self.config;
         let batch = tape.batch;
+        if tape.xhat.len() != BLOCKS || batch == 0 {
+            return Err(Error::Data(
+                "ProtoNet backward: the tape holds no forward pass".into(),
+            ));
+        }
         if let Some(d) = d_images.as_deref() {
             if d.len() != batch * cfg.image_len() {
                 return Err(Error::Data(format!(
@@ -376,7 +462,11 @@ impl ProtoNet {
                 cfg.param_len()
             )));
         }
-        let mut d = d_features.to_vec();
+        // the gradient with respect to the current block's output (`d[..d_len]`; the last
+        // block's is `d_features`) and to its input (`dx`), swapped after every block
+        let mut d = scratch.take(2, 0);
+        let mut dx = scratch.take(3, 0);
+        let mut d_len = 0;
         for k in (0..BLOCKS).rev() {
             let (w, g, b) = cfg.block_offsets(k);
             let side = cfg.side(k);
@@ -384,11 +474,20 @@ impl ProtoNet {
             let gamma = &params[g..b];
             let beta = &params[b..b + cfg.channels];
             let xhat = &tape.xhat[k];
+            let n = xhat.len();
+            let d_out = if k + 1 == BLOCKS {
+                d_features
+            } else {
+                &d[..d_len]
+            };
             // the block's ReLU output, recomputed from x̂
-            let mut a = xhat.clone();
-            affine_relu(&mut a, gamma, beta, plane);
-            let mut da = vec![F::zero(); a.len()];
-            ops::max_pool2_backward(&a, batch * cfg.channels, side, &d, &mut da);
+            let mut a_buf = scratch.take(0, n);
+            let a = &mut a_buf[..n];
+            a.copy_from_slice(xhat);
+            affine_relu(a, gamma, beta, plane);
+            let mut da_buf = scratch.take(1, n);
+            let da = &mut da_buf[..n];
+            ops::max_pool2_backward(a, batch * cfg.channels, side, d_out, da);
             // ReLU: gradient only where the output is positive
             da.par_iter_mut().zip(a.par_iter()).for_each(|(g, &v)| {
                 if v <= F::zero() {
@@ -436,28 +535,34 @@ impl ProtoNet {
                 cout: cfg.channels,
                 side,
             };
+            let input = &tape.inputs[k];
             if k > 0 {
-                let mut dx = vec![F::zero(); tape.inputs[k].len()];
+                at_least(&mut dx, input.len());
                 ops::conv3x3_backward(
                     shape,
-                    &tape.inputs[k],
+                    input,
                     &params[w..g],
-                    &da,
+                    da,
                     &mut grads[w..g],
-                    Some(&mut dx),
+                    Some(&mut dx[..input.len()]),
                 );
-                d = dx;
+                std::mem::swap(&mut d, &mut dx);
+                d_len = input.len();
             } else {
                 ops::conv3x3_backward(
                     shape,
-                    &tape.inputs[k],
+                    input,
                     &params[w..g],
-                    &da,
+                    da,
                     &mut grads[w..g],
                     d_images.as_deref_mut(),
                 );
             }
+            scratch.put(0, a_buf);
+            scratch.put(1, da_buf);
         }
+        scratch.put(2, d);
+        scratch.put(3, dx);
         Ok(())
     }
 }

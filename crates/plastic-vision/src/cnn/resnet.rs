@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use super::backbone::Noise;
 use super::ops::{self, ConvShape};
 use super::protonet::{BatchNormBuffers, BN_EPS};
+use super::workspace::{at_least, fit, Scratch};
 
 /// Residual blocks.
 pub const RESNET_BLOCKS: usize = 4;
@@ -257,25 +258,40 @@ pub fn drop_mask<F: Float>(
     batch: usize,
     noise: Noise,
 ) -> Vec<F> {
+    let (c, f) = (config.widths[l], config.side(l + 1));
+    let mut mask = vec![F::zero(); batch * c * f * f];
+    fill_drop_mask(config, l, batch, noise, &mut mask);
+    mask
+}
+
+/// [`drop_mask`] written into `mask` (`batch · channels · f²` values).
+fn fill_drop_mask<F: Float>(
+    config: &ResNet12Config,
+    l: usize,
+    batch: usize,
+    noise: Noise,
+    mask: &mut [F],
+) {
     let c = config.widths[l];
     let f = config.side(l + 1);
-    let numel = batch * c * f * f;
     let mut rng = Rng::with_stream(noise.seed ^ NOISE_KEY, noise.call * 4 + l as u64);
     if l < 2 {
         // standard dropout: keep with probability 1 − p, scale 1/(1 − p)
         let p = config.drop_rate;
         let scale = F::of(1.0 / (1.0 - p));
-        return (0..numel)
-            .map(|_| if rng.uniform() < p { F::zero() } else { scale })
-            .collect();
+        for m in mask.iter_mut() {
+            *m = if rng.uniform() < p { F::zero() } else { scale };
+        }
+        return;
     }
-    dropblock_mask(
+    fill_dropblock_mask(
         config.gamma(config.keep_rate(noise.call), f),
         config.dropblock_size,
         batch * c,
         f,
         &mut rng,
-    )
+        mask,
+    );
 }
 
 /// DropBlock's multipliers on `maps` maps of `f × f`: seeds ~ Bernoulli(`gamma`) on the
@@ -289,6 +305,20 @@ pub fn dropblock_mask<F: Float>(
     f: usize,
     rng: &mut Rng,
 ) -> Vec<F> {
+    let mut mask = vec![F::zero(); maps * f * f];
+    fill_dropblock_mask(gamma, block, maps, f, rng, &mut mask);
+    mask
+}
+
+/// [`dropblock_mask`] written into `mask` (`maps · f²` values).
+fn fill_dropblock_mask<F: Float>(
+    gamma: f64,
+    block: usize,
+    maps: usize,
+    f: usize,
+    rng: &mut Rng,
+    mask: &mut [F],
+) {
     let span = f + 1 - block;
     let mut keep = vec![true; maps * f * f];
     for m in 0..maps {
@@ -309,9 +339,9 @@ pub fn dropblock_mask<F: Float>(
     } else {
         F::of(keep.len() as f64 / kept as f64)
     };
-    keep.iter()
-        .map(|&k| if k { scale } else { F::zero() })
-        .collect()
+    for (m, &k) in mask.iter_mut().zip(&keep) {
+        *m = if k { scale } else { F::zero() };
+    }
 }
 
 /// What one block's training-mode forward keeps.
@@ -325,11 +355,50 @@ struct BlockTape<F> {
     drop: Option<Vec<F>>,
 }
 
+impl<F> Default for BlockTape<F> {
+    fn default() -> Self {
+        BlockTape {
+            input: Vec::new(),
+            xhat: Default::default(),
+            inv_std: Default::default(),
+            drop: None,
+        }
+    }
+}
+
 /// What a training-mode forward pass keeps for its backward pass.
 #[derive(Debug, Clone)]
 pub struct ResNet12Tape<F> {
     batch: usize,
     blocks: Vec<BlockTape<F>>,
+}
+
+impl<F> Default for ResNet12Tape<F> {
+    /// An empty tape, to be filled by a forward pass.
+    fn default() -> Self {
+        ResNet12Tape {
+            batch: 0,
+            blocks: Vec::new(),
+        }
+    }
+}
+
+impl<F> ResNet12Tape<F> {
+    /// Floats allocated (capacity).
+    pub(crate) fn floats(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|b| {
+                b.input.capacity()
+                    + b.xhat
+                        .iter()
+                        .chain(&b.inv_std)
+                        .map(Vec::capacity)
+                        .sum::<usize>()
+                    + b.drop.as_ref().map_or(0, Vec::capacity)
+            })
+            .sum()
+    }
 }
 
 #[inline]
@@ -343,27 +412,48 @@ fn lrelu<F: Float>(v: F) -> F {
 
 /// `lrelu(γ·x̂ + β)` over (N, C, plane).
 fn affine_lrelu<F: Float>(xhat: &[F], gamma: &[F], beta: &[F], plane: usize) -> Vec<F> {
-    let channels = gamma.len();
-    let mut out = xhat.to_vec();
-    out.par_chunks_mut(plane).enumerate().for_each(|(nc, row)| {
-        let c = nc % channels;
-        for v in row {
-            *v = lrelu(*v * gamma[c] + beta[c]);
-        }
-    });
+    let mut out = vec![F::zero(); xhat.len()];
+    affine_lrelu_into(xhat, gamma, beta, plane, &mut out);
     out
+}
+
+/// [`affine_lrelu`] written into `out` (as long as `xhat`).
+fn affine_lrelu_into<F: Float>(xhat: &[F], gamma: &[F], beta: &[F], plane: usize, out: &mut [F]) {
+    let channels = gamma.len();
+    out.par_chunks_mut(plane)
+        .zip(xhat.par_chunks(plane))
+        .enumerate()
+        .for_each(|(nc, (row, xr))| {
+            let c = nc % channels;
+            for (v, &x) in row.iter_mut().zip(xr) {
+                *v = lrelu(x * gamma[c] + beta[c]);
+            }
+        });
 }
 
 /// The block's output before pooling: `lrelu(γ3·x̂3 + β3 + γd·x̂d + βd)`.
 fn residual_sum<F: Float>(
     x3: &[F],
     xd: &[F],
+    bn3: (&[F], &[F]),
+    bnd: (&[F], &[F]),
+    plane: usize,
+) -> Vec<F> {
+    let mut out = vec![F::zero(); x3.len()];
+    residual_sum_into(x3, xd, bn3, bnd, plane, &mut out);
+    out
+}
+
+/// [`residual_sum`] written into `out` (as long as `x3`).
+fn residual_sum_into<F: Float>(
+    x3: &[F],
+    xd: &[F],
     (g3, b3): (&[F], &[F]),
     (gd, bd): (&[F], &[F]),
     plane: usize,
-) -> Vec<F> {
+    out: &mut [F],
+) {
     let channels = g3.len();
-    let mut out = vec![F::zero(); x3.len()];
     out.par_chunks_mut(plane)
         .zip(x3.par_chunks(plane).zip(xd.par_chunks(plane)))
         .enumerate()
@@ -373,7 +463,6 @@ fn residual_sum<F: Float>(
                 *o = lrelu(a * g3[c] + b3[c] + (b * gd[c] + bd[c]));
             }
         });
-    out
 }
 
 /// BatchNorm with batch statistics, in place: `z` becomes x̂; returns 1/sqrt(var + ε) and
@@ -533,23 +622,51 @@ impl ResNet12 {
         params: &[F],
         images: &[F],
         batch: usize,
-        mut buffers: Option<&mut [BatchNormBuffers<F>]>,
+        buffers: Option<&mut [BatchNormBuffers<F>]>,
         noise: Option<Noise>,
     ) -> Result<(Vec<F>, ResNet12Tape<F>)> {
+        let mut tape = ResNet12Tape::default();
+        let features = self.forward_train_into(
+            params,
+            images,
+            batch,
+            buffers,
+            noise,
+            &mut tape,
+            &mut Scratch::default(),
+        )?;
+        Ok((features, tape))
+    }
+
+    /// [`Self::forward_train`] into a reused `tape` (its buffers overwritten, grown if
+    /// needed) with transient buffers from `scratch`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_train_into<F: Float>(
+        &self,
+        params: &[F],
+        images: &[F],
+        batch: usize,
+        mut buffers: Option<&mut [BatchNormBuffers<F>]>,
+        noise: Option<Noise>,
+        tape: &mut ResNet12Tape<F>,
+        scratch: &mut Scratch<F>,
+    ) -> Result<Vec<F>> {
         self.check_input(params, images, batch)?;
         if let Some(b) = buffers.as_deref() {
             self.check_buffers(b)?;
         }
         let cfg = self.config;
-        let mut tape = ResNet12Tape {
-            batch,
-            blocks: Vec::with_capacity(RESNET_BLOCKS),
-        };
-        let mut x = images.to_vec();
+        tape.batch = batch;
+        tape.blocks.resize_with(RESNET_BLOCKS, BlockTape::default);
+        fit(&mut tape.blocks[0].input, images.len());
+        tape.blocks[0].input.copy_from_slice(images);
+        let mut features = Vec::new();
         for l in 0..RESNET_BLOCKS {
             let o = cfg.block_offsets(l);
             let (c, cin, side) = (cfg.widths[l], cfg.cin(l), cfg.side(l));
             let plane = side * side;
+            let n = batch * c * plane;
+            let p = |a: usize, b: usize| &params[o[a]..o[b]];
             let mut bn = |z: &mut [F], j: usize| {
                 let buf = buffers
                     .as_deref_mut()
@@ -562,35 +679,45 @@ impl ResNet12 {
                 cout: c,
                 side,
             };
-            let mut z1 = vec![F::zero(); batch * c * plane];
-            ops::conv3x3_forward(conv(cin), &x, &params[o[0]..o[1]], &mut z1);
-            let inv1 = bn(&mut z1, 0);
-            let a1 = affine_lrelu(&z1, &params[o[1]..o[2]], &params[o[2]..o[3]], plane);
-            let mut z2 = vec![F::zero(); batch * c * plane];
-            ops::conv3x3_forward(conv(c), &a1, &params[o[3]..o[4]], &mut z2);
-            drop(a1);
-            let inv2 = bn(&mut z2, 1);
-            let a2 = affine_lrelu(&z2, &params[o[4]..o[5]], &params[o[5]..o[6]], plane);
-            let mut z3 = vec![F::zero(); batch * c * plane];
-            ops::conv3x3_forward(conv(c), &a2, &params[o[6]..o[7]], &mut z3);
-            drop(a2);
-            let inv3 = bn(&mut z3, 2);
-            let mut zd = vec![F::zero(); batch * c * plane];
-            ops::conv1x1_forward(conv(cin), &x, &params[o[9]..o[10]], &mut zd);
-            let invd = bn(&mut zd, 3);
-            let out = residual_sum(
-                &z3,
-                &zd,
-                (&params[o[7]..o[8]], &params[o[8]..o[9]]),
-                (&params[o[10]..o[11]], &params[o[11]..o[12]]),
-                plane,
-            );
+            let (done, rest) = tape.blocks.split_at_mut(l + 1);
+            let t = &mut done[l];
+            for x in &mut t.xhat {
+                fit(x, n);
+            }
+            let [z1, z2, z3, zd] = &mut t.xhat;
+            // a1, a2 and the block's output before pooling, in turn
+            let mut a_buf = scratch.take(0, n);
+            let a = &mut a_buf[..n];
+            ops::conv3x3_forward(conv(cin), &t.input, p(0, 1), z1);
+            let inv1 = bn(z1, 0);
+            affine_lrelu_into(z1, p(1, 2), p(2, 3), plane, a);
+            ops::conv3x3_forward(conv(c), a, p(3, 4), z2);
+            let inv2 = bn(z2, 1);
+            affine_lrelu_into(z2, p(4, 5), p(5, 6), plane, a);
+            ops::conv3x3_forward(conv(c), a, p(6, 7), z3);
+            let inv3 = bn(z3, 2);
+            ops::conv1x1_forward(conv(cin), &t.input, p(9, 10), zd);
+            let invd = bn(zd, 3);
+            residual_sum_into(z3, zd, (p(7, 8), p(8, 9)), (p(10, 11), p(11, 12)), plane, a);
             let half = side / 2;
-            let mut pooled = vec![F::zero(); batch * c * half * half];
-            ops::max_pool2_forward(&out, batch * c, side, &mut pooled);
-            let drop = match noise {
+            let pooled_len = batch * c * half * half;
+            let pooled = match rest.first_mut() {
+                Some(next) => {
+                    fit(&mut next.input, pooled_len);
+                    &mut next.input
+                }
+                None => {
+                    features = vec![F::zero(); pooled_len];
+                    &mut features
+                }
+            };
+            ops::max_pool2_forward(a, batch * c, side, pooled);
+            scratch.put(0, a_buf);
+            t.drop = match noise {
                 Some(n) if cfg.is_stochastic() => {
-                    let mask = drop_mask::<F>(&cfg, l, batch, n);
+                    let mut mask = t.drop.take().unwrap_or_default();
+                    fit(&mut mask, pooled_len);
+                    fill_drop_mask(&cfg, l, batch, n, &mut mask);
                     pooled
                         .par_iter_mut()
                         .zip(mask.par_iter())
@@ -599,14 +726,9 @@ impl ResNet12 {
                 }
                 _ => None,
             };
-            tape.blocks.push(BlockTape {
-                input: std::mem::replace(&mut x, pooled),
-                xhat: [z1, z2, z3, zd],
-                inv_std: [inv1, inv2, inv3, invd],
-                drop,
-            });
+            t.inv_std = [inv1, inv2, inv3, invd];
         }
-        Ok((x, tape))
+        Ok(features)
     }
 
     /// Evaluation-mode forward (running statistics, unchanged; no dropout): features (N, F).
@@ -669,10 +791,35 @@ impl ResNet12 {
         tape: &ResNet12Tape<F>,
         d_features: &[F],
         grads: &mut [F],
+        d_images: Option<&mut [F]>,
+    ) -> Result<()> {
+        self.backward_into(
+            params,
+            tape,
+            d_features,
+            grads,
+            d_images,
+            &mut Scratch::default(),
+        )
+    }
+
+    /// [`Self::backward`] with transient buffers from `scratch`.
+    pub(crate) fn backward_into<F: Float>(
+        &self,
+        params: &[F],
+        tape: &ResNet12Tape<F>,
+        d_features: &[F],
+        grads: &mut [F],
         mut d_images: Option<&mut [F]>,
+        scratch: &mut Scratch<F>,
     ) -> Result<()> {
         let cfg = self.config;
         let batch = tape.batch;
+        if tape.blocks.len() != RESNET_BLOCKS || batch == 0 {
+            return Err(Error::Data(
+                "ResNet-12 backward: the tape holds no forward pass".into(),
+            ));
+        }
         if d_features.len() != batch * cfg.feature_size()
             || grads.len() != cfg.param_len()
             || params.len() != cfg.param_len()
@@ -687,29 +834,43 @@ impl ResNet12 {
                 batch * cfg.image_len()
             )));
         }
-        let mut d = d_features.to_vec();
+        // the gradient with respect to the current block's output (`d[..d_len]`) and to
+        // its input (`dx`), swapped after every block
+        let mut d_len = d_features.len();
+        let mut d = scratch.take(5, d_len);
+        d[..d_len].copy_from_slice(d_features);
+        let mut dx = scratch.take(4, 0);
         for l in (0..RESNET_BLOCKS).rev() {
             let t = &tape.blocks[l];
             let o = cfg.block_offsets(l);
             let (c, cin, side) = (cfg.widths[l], cfg.cin(l), cfg.side(l));
             let plane = side * side;
+            let n = batch * c * plane;
+            let in_len = t.input.len();
             let p = |a: usize, b: usize| &params[o[a]..o[b]];
             if let Some(mask) = &t.drop {
-                d.par_iter_mut()
+                d[..d_len]
+                    .par_iter_mut()
                     .zip(mask.par_iter())
                     .for_each(|(g, &m)| *g *= m);
             }
-            let out = residual_sum(
+            // the block's output before pooling, later the main path's activations
+            let mut out_buf = scratch.take(0, n);
+            let out = &mut out_buf[..n];
+            residual_sum_into(
                 &t.xhat[2],
                 &t.xhat[3],
                 (p(7, 8), p(8, 9)),
                 (p(10, 11), p(11, 12)),
                 plane,
+                out,
             );
-            let mut d_out = vec![F::zero(); out.len()];
-            ops::max_pool2_backward(&out, batch * c, side, &d, &mut d_out);
-            lrelu_backward(&mut d_out, &out);
-            drop(out);
+            // the gradient of the main path's current pre-activation, and the next one's
+            let mut d_z = scratch.take(1, n);
+            let mut d_next = scratch.take(2, n);
+            let d_out = &mut d_z[..n];
+            ops::max_pool2_backward(out, batch * c, side, &d[..d_len], d_out);
+            lrelu_backward(d_out, out);
             let conv = |cin: usize| ConvShape {
                 batch,
                 cin,
@@ -718,11 +879,12 @@ impl ResNet12 {
             };
             let want_dx = l > 0 || d_images.is_some();
             // the shortcut: bn_d(conv1x1(x))
-            let mut d_zd = d_out.clone();
+            let d_zd = &mut d_next[..n];
+            d_zd.copy_from_slice(d_out);
             {
                 let (dg, db) = grads[o[10]..o[12]].split_at_mut(c);
                 batch_norm_backward(
-                    &mut d_zd,
+                    d_zd,
                     &t.xhat[3],
                     p(10, 11),
                     &t.inv_std[3],
@@ -732,24 +894,26 @@ impl ResNet12 {
                     db,
                 );
             }
-            let mut dx_short = want_dx.then(|| vec![F::zero(); t.input.len()]);
+            let mut dx_short = scratch.take(3, if want_dx { in_len } else { 0 });
             ops::conv1x1_backward(
                 conv(cin),
                 &t.input,
                 p(9, 10),
-                &d_zd,
+                d_zd,
                 &mut grads[o[9]..o[10]],
-                dx_short.as_deref_mut(),
+                if want_dx {
+                    Some(&mut dx_short[..in_len])
+                } else {
+                    None
+                },
             );
-            drop(d_zd);
             // the main path, from bn3 back to conv1
-            let mut d_z = d_out;
             for j in (0..3).rev() {
                 let (w, g, b) = (o[3 * j], o[3 * j + 1], o[3 * j + 2]);
                 {
                     let (dg, db) = grads[g..b + c].split_at_mut(c);
                     batch_norm_backward(
-                        &mut d_z,
+                        &mut d_z[..n],
                         &t.xhat[j],
                         &params[g..b],
                         &t.inv_std[j],
@@ -761,43 +925,62 @@ impl ResNet12 {
                 }
                 if j > 0 {
                     let (pg, pb) = (o[3 * j - 2], o[3 * j - 1]);
-                    let a =
-                        affine_lrelu(&t.xhat[j - 1], &params[pg..pb], &params[pb..pb + c], plane);
-                    let mut d_a = vec![F::zero(); a.len()];
+                    let a = &mut out_buf[..n];
+                    affine_lrelu_into(
+                        &t.xhat[j - 1],
+                        &params[pg..pb],
+                        &params[pb..pb + c],
+                        plane,
+                        a,
+                    );
+                    let d_a = &mut d_next[..n];
                     ops::conv3x3_backward(
                         conv(c),
-                        &a,
+                        a,
                         &params[w..g],
-                        &d_z,
+                        &d_z[..n],
                         &mut grads[w..g],
-                        Some(&mut d_a),
+                        Some(&mut *d_a),
                     );
-                    lrelu_backward(&mut d_a, &a);
-                    d_z = d_a;
+                    lrelu_backward(d_a, a);
+                    std::mem::swap(&mut d_z, &mut d_next);
                 } else {
-                    let mut dx = want_dx.then(|| vec![F::zero(); t.input.len()]);
+                    if want_dx {
+                        at_least(&mut dx, in_len);
+                    }
                     ops::conv3x3_backward(
                         conv(cin),
                         &t.input,
                         &params[w..g],
-                        &d_z,
+                        &d_z[..n],
                         &mut grads[w..g],
-                        dx.as_deref_mut(),
+                        if want_dx {
+                            Some(&mut dx[..in_len])
+                        } else {
+                            None
+                        },
                     );
-                    if let (Some(mut dx), Some(ds)) = (dx, dx_short.take()) {
-                        dx.par_iter_mut()
-                            .zip(ds.par_iter())
+                    if want_dx {
+                        dx[..in_len]
+                            .par_iter_mut()
+                            .zip(dx_short[..in_len].par_iter())
                             .for_each(|(a, &b)| *a += b);
                         if l > 0 {
-                            d = dx;
+                            std::mem::swap(&mut d, &mut dx);
+                            d_len = in_len;
                         } else if let Some(di) = d_images.as_deref_mut() {
-                            di.copy_from_slice(&dx);
+                            di.copy_from_slice(&dx[..in_len]);
                         }
                     }
-                    break;
                 }
             }
+            scratch.put(0, out_buf);
+            scratch.put(1, d_z);
+            scratch.put(2, d_next);
+            scratch.put(3, dx_short);
         }
+        scratch.put(4, dx);
+        scratch.put(5, d);
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use plastic::{Error, Float, Result};
 
 use super::head::Head;
 use super::loss::{cross_entropy, nt_xent};
-use crate::cnn::{Backbone, BackboneConfig, BatchNormBuffers, Noise};
+use crate::cnn::{Backbone, BackboneConfig, BatchNormBuffers, CnnWorkspace, Noise};
 
 /// What the loss compares the head's outputs with.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +46,8 @@ pub struct PretrainModel<F: Float> {
     buffers: Vec<BatchNormBuffers<F>>,
     seed: u64,
     calls: u64,
+    /// The CNN's tape and transient buffers, kept from one training step to the next.
+    cnn_work: CnnWorkspace<F>,
 }
 
 impl<F: Float> PretrainModel<F> {
@@ -75,6 +77,7 @@ impl<F: Float> PretrainModel<F> {
             buffers: cnn_config.new_buffers(),
             seed,
             calls: 1,
+            cnn_work: CnnWorkspace::new(),
         })
     }
 
@@ -101,6 +104,12 @@ impl<F: Float> PretrainModel<F> {
     /// All parameters, mutable (the optimiser's view).
     pub fn params_mut(&mut self) -> &mut [F] {
         &mut self.params
+    }
+
+    /// Frees the memory the CNN's training-mode passes keep between training steps (the
+    /// next step allocates it again).
+    pub fn release_memory(&mut self) {
+        self.cnn_work.release();
     }
 
     /// The CNN's forward calls so far, training and evaluation, counting the reference's
@@ -221,12 +230,14 @@ impl<F: Float> PretrainModel<F> {
             call: self.calls,
         };
         let (cnn_params, head_params) = self.params.split_at(cnn_len);
-        let (features, tape) = self.cnn.forward_train(
+        let features = self.cnn.forward_train_in(
             cnn_params,
             images,
             rows,
             Some(&mut self.buffers),
             Some(noise),
+            &mut self.cnn_work,
+            0,
         )?;
         let (out, head_tape) = self.head.forward(head_params, &features, rows)?;
         let lg = self.loss(&out, rows, target)?;
@@ -236,7 +247,7 @@ impl<F: Float> PretrainModel<F> {
             .head
             .backward(head_params, &head_tape, &lg.grad, g_head)?;
         self.cnn
-            .backward(cnn_params, &tape, &d_features, g_cnn, None)?;
+            .backward_in(cnn_params, &mut self.cnn_work, 0, &d_features, g_cnn, None)?;
         Ok(PretrainStep {
             loss: lg.loss,
             correct: lg.correct,

@@ -243,6 +243,8 @@ impl<F: Float> RunKind<F> for PretrainRun<F> {
 
     /// Held-out loss (mean over rows) and accuracy (percent of rows).
     fn validate(&mut self, _index: usize) -> Result<(f64, f64)> {
+        // the training step's buffers are not needed here nor by the checkpoint after it
+        self.model.release_memory();
         let c = &self.config;
         let (mut loss, mut correct, mut rows) = (0.0, 0usize, 0usize);
         for j in 0..c.test_batch {

@@ -615,6 +615,7 @@ impl<F: Float> Engine<F> {
         ep: &Episodes<F>,
         seed: Seed<'_, F>,
         request: GradRequest,
+        outputs: &mut [F],
     ) -> Gradient<F> {
         let d = Dims::new(net, ep);
         let pass = Batch { net, ep, d };
@@ -626,6 +627,10 @@ impl<F: Float> Engine<F> {
             pass.backward(ch, s, seed, &wt, request.inputs);
         });
         let g = gradient(net, ep, &d, &rec, input_grads, request);
+        // the forward pass's outputs, if asked for
+        for row in 0..outputs.len() / d.o.max(1) {
+            outputs[row * d.o..(row + 1) * d.o].copy_from_slice(&rec.y[row * d.d..][..d.o]);
+        }
         self.return_records(rec);
         g
     }

@@ -669,7 +669,23 @@ impl<F: Float> Engine<F> {
         loss: Loss,
         request: GradRequest,
     ) -> Result<Gradient<F>> {
-        self.backward(net, ep, Seed::Loss(loss), request)
+        self.backward(net, ep, Seed::Loss(loss), request, &mut [])
+    }
+
+    /// [`Self::loss_and_grad_with`], also returning the outputs (B, T, O) of the forward
+    /// pass the gradient ran: the same values as [`Forward::outputs`] of [`Self::forward`],
+    /// without running the forward pass a second time.
+    pub fn loss_and_grad_with_outputs(
+        &self,
+        net: &Network<F>,
+        ep: &Episodes<F>,
+        loss: Loss,
+        request: GradRequest,
+    ) -> Result<(Gradient<F>, Vec<F>)> {
+        check_episodes(net, ep)?;
+        let mut outputs = vec![F::zero(); ep.batch * ep.steps * ep.output_size];
+        let g = self.backward(net, ep, Seed::Loss(loss), request, &mut outputs)?;
+        Ok((g, outputs))
     }
 
     /// The vector-Jacobian product for any loss the caller computes from the outputs: given
@@ -685,7 +701,7 @@ impl<F: Float> Engine<F> {
         request: GradRequest,
     ) -> Result<Gradient<F>> {
         check_d_outputs(ep, d_outputs)?;
-        self.backward(net, ep, Seed::OutputAdjoint(d_outputs), request)
+        self.backward(net, ep, Seed::OutputAdjoint(d_outputs), request, &mut [])
     }
 
     /// [`Self::forward`] that also keeps what the backward pass needs, for a later
@@ -773,7 +789,7 @@ impl<F: Float> Engine<F> {
             } => {
                 let pass = Pass::new(net);
                 let mut records = episode_records(data, scalars, sizes);
-                self.backward_episodes(&pass, ep, seed, request, sizes, &mut records)
+                self.backward_episodes(&pass, ep, seed, request, sizes, &mut records, &mut [])
             }
         };
         Ok(g)
@@ -825,27 +841,30 @@ impl<F: Float> Engine<F> {
         }
     }
 
-    /// The one backward pass: forward and backward of every episode, seeded by `seed`.
+    /// The one backward pass: forward and backward of every episode, seeded by `seed`;
+    /// the forward pass's outputs (B, T, O) are copied into `outputs` unless it is empty.
     fn backward(
         &self,
         net: &Network<F>,
         ep: &Episodes<F>,
         seed: Seed<'_, F>,
         request: GradRequest,
+        outputs: &mut [F],
     ) -> Result<Gradient<F>> {
         check_episodes(net, ep)?;
         if self.takes_batched(net) {
-            return Ok(self.backward_batched(net, ep, seed, request));
+            return Ok(self.backward_batched(net, ep, seed, request, outputs));
         }
         let pass = Pass::new(net);
         let sizes = pass.record_sizes(ep.steps, true);
         let mut records: Vec<Option<Taped<'_, F>>> = (0..ep.batch).map(|_| None).collect();
-        Ok(self.backward_episodes(&pass, ep, seed, request, &sizes, &mut records))
+        Ok(self.backward_episodes(&pass, ep, seed, request, &sizes, &mut records, outputs))
     }
 
     /// The backward pass of every episode, seeded by `seed`: an episode with `Some`
     /// records was recorded there by [`Self::forward_episodes`] (and its plastic weights
-    /// are regenerated from them); the others run forward first, in a pooled workspace.
+    /// are regenerated from them); the others run forward first, in a pooled workspace,
+    /// and copy their outputs (B, T, O) into `outputs` unless it is empty.
     #[allow(clippy::too_many_arguments)]
     fn backward_episodes(
         &self,
@@ -855,6 +874,7 @@ impl<F: Float> Engine<F> {
         request: GradRequest,
         sizes: &RecordSizes,
         records: &mut [Option<Taped<'_, F>>],
+        outputs: &mut [F],
     ) -> Gradient<F> {
         let net = pass.net;
         let (bsz, t_len) = (ep.batch, ep.steps);
@@ -880,24 +900,35 @@ impl<F: Float> Engine<F> {
         } else {
             (0..bsz).map(|_| <&mut [F]>::default()).collect()
         };
+        let o = pass.dims.o;
+        let mut out_per_ep: Vec<&mut [F]> = if outputs.is_empty() {
+            (0..bsz).map(|_| <&mut [F]>::default()).collect()
+        } else {
+            outputs.chunks_mut(t_len * o).collect()
+        };
         let chunk = chunk_size(bsz);
         let nparams = net.layout().len();
         let results: Vec<(F, Vec<F>)> = per_ep
             .par_chunks_mut(chunk)
             .zip(dx_per_ep.par_chunks_mut(chunk))
             .zip(records.par_chunks_mut(chunk))
+            .zip(out_per_ep.par_chunks_mut(chunk))
             .enumerate()
-            .map(|(ci, ((eps, dxs), recs))| {
+            .map(|(ci, (((eps, dxs), recs), outs))| {
                 let mut ws = self.take_workspace();
                 let mut grad = self.take_buffer(nparams, true);
                 let mut lsum = F::zero();
                 let episodes = eps.iter_mut().zip(dxs.iter_mut()).zip(recs.iter_mut());
-                for (j, ((pairs, dx), r)) in episodes.enumerate() {
+                for (j, (((pairs, dx), r), out)) in episodes.zip(outs.iter_mut()).enumerate() {
                     let b = ci * chunk + j;
                     let recorded = r.is_some();
                     let mut st = ws.state(sizes, r.take());
                     if !recorded {
                         pass.run_forward(ep, b, &mut st, true, &mut []);
+                        for t in 0..out.len() / o.max(1) {
+                            let v = StepView::at(st.rec, st.scalars, &pass.dims, t);
+                            out[t * o..(t + 1) * o].copy_from_slice(&v.y()[..o]);
+                        }
                     }
                     let mut sinks = Sinks {
                         grad: &mut grad,
@@ -915,6 +946,7 @@ impl<F: Float> Engine<F> {
             .collect();
         drop(per_ep);
         drop(dx_per_ep);
+        drop(out_per_ep);
         let mut grads = vec![F::zero(); nparams];
         let mut total = F::zero();
         let mut spent = Vec::with_capacity(results.len() + 8);
