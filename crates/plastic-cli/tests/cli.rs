@@ -280,11 +280,25 @@ fn demo_writes_the_figure() {
 #[test]
 fn kernel_timings_are_a_table_of_positive_figures() {
     let out = ok(&["bench", "--kernels"]);
-    let rows: Vec<&str> = out
+    // the kernel table comes first; the peak and GEMM tables follow the GEMM rate line
+    let (kernels, peak) = out
+        .split_once("fixed-order GEMM")
+        .expect("the GEMM rate line");
+    let rows: Vec<&str> = kernels
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| kernel") && !l.starts_with("| ---"))
         .collect();
     assert_eq!(rows.len(), 6, "{out}");
+    assert!(peak.contains("clock (dependent integer adds"), "{out}");
+    let gemm_rows: Vec<&str> = peak
+        .lines()
+        .filter(|l| l.contains("(fixed order)") || l.contains("| gemm crate |"))
+        .collect();
+    assert_eq!(gemm_rows.len(), 6, "{out}");
+    for r in gemm_rows {
+        let rate: f64 = table_cells(r)[2].parse().unwrap();
+        assert!(rate > 0.0, "{r}");
+    }
     for r in rows {
         let cells = table_cells(r);
         let us: f64 = cells[1].parse().unwrap();
