@@ -12,6 +12,7 @@ use std::path::Path;
 
 use plastic::config::Rule;
 use plastic::io::write_atomic;
+use plastic::run::sweep::{factor_combinations, run_overrides};
 use plastic::{Error, Result};
 
 use crate::cnn::BackboneConfig;
@@ -90,28 +91,10 @@ impl FscSweep {
         steps: Option<usize>,
         set: &[S],
     ) -> Result<Vec<FscSweepRun>> {
-        let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
-        for (key, values) in self.factors {
-            combos = combos
-                .into_iter()
-                .flat_map(|c| {
-                    values.iter().map(move |v| {
-                        let mut c = c.clone();
-                        c.push((key.to_string(), v.to_string()));
-                        c
-                    })
-                })
-                .collect();
-        }
         let mut runs = Vec::new();
-        for combo in combos {
+        for combo in factor_combinations(self.factors) {
             for seed in 0..seeds.unwrap_or(self.seeds) {
-                let mut o: Vec<String> = self.base.iter().map(|s| s.to_string()).collect();
-                o.extend(combo.iter().map(|(k, v)| format!("{k}={v}")));
-                o.push(format!("seed={seed}"));
-                if let Some(s) = steps {
-                    o.push(format!("max_batch={s}"));
-                }
+                let mut o = run_overrides(self.base, &combo, seed, steps);
                 o.extend(set.iter().map(|s| s.as_ref().to_string()));
                 let config = FscConfig::default().with_overrides(&o)?;
                 let name = combo

@@ -319,28 +319,10 @@ impl Sweep {
     /// Every run, with `seeds` seeds (default: the sweep's) and `steps` training steps
     /// (default: the sweep's or the task's).
     pub fn runs(&self, seeds: Option<usize>, steps: Option<usize>) -> Result<Vec<SweepRun>> {
-        let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
-        for (key, values) in self.factors {
-            combos = combos
-                .into_iter()
-                .flat_map(|c| {
-                    values.iter().map(move |v| {
-                        let mut c = c.clone();
-                        c.push((key.to_string(), v.to_string()));
-                        c
-                    })
-                })
-                .collect();
-        }
         let mut runs = Vec::new();
-        for combo in combos {
+        for combo in factor_combinations(self.factors) {
             for seed in 0..seeds.unwrap_or(self.seeds) {
-                let mut o: Vec<String> = self.base.iter().map(|s| s.to_string()).collect();
-                o.extend(combo.iter().map(|(k, v)| format!("{k}={v}")));
-                o.push(format!("seed={seed}"));
-                if let Some(s) = steps {
-                    o.push(format!("max_batch={s}"));
-                }
+                let o = run_overrides(self.base, &combo, seed, steps);
                 let mut cfg = RunConfig::defaults(self.task)?.with_overrides(&o)?;
                 // size matching (the reference's scale_modelsize, then scale_rnn_modelsize)
                 let n = &mut cfg.network;
@@ -640,6 +622,42 @@ pub fn read_eval_result(dir: &Path) -> Result<EvalResult> {
     let path = dir.join(EVAL_RESULT);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+}
+
+/// Every combination of the `factors`' values (the first factor varies slowest), as
+/// `(key, value)` pairs in the factors' order.
+pub fn factor_combinations(factors: &[(&str, &[&str])]) -> Vec<Vec<(String, String)>> {
+    let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for (key, values) in factors {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push((key.to_string(), v.to_string()));
+                    c
+                })
+            })
+            .collect();
+    }
+    combos
+}
+
+/// The `key=value` overrides of one run of a sweep: the sweep's `base`, the run's factor
+/// values, its seed and, if given, its number of training steps (`max_batch`).
+pub fn run_overrides(
+    base: &[&str],
+    combo: &[(String, String)],
+    seed: usize,
+    steps: Option<usize>,
+) -> Vec<String> {
+    let mut o: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    o.extend(combo.iter().map(|(k, v)| format!("{k}={v}")));
+    o.push(format!("seed={seed}"));
+    if let Some(s) = steps {
+        o.push(format!("max_batch={s}"));
+    }
+    o
 }
 
 #[cfg(test)]
